@@ -1,0 +1,106 @@
+"""The `ledgerline` command: serve, migrate, users create-admin."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+
+from ledgerline.app import Application, Runtime, prepare_runtime, serve
+from ledgerline.config import ConfigError, Settings, load_settings
+from ledgerline.domain.errors import DomainError
+from ledgerline.platform.database import migrate as run_migrations
+from ledgerline.platform.logging import configure_logging
+from ledgerline.usecase.users import AdminResult, Registration
+
+cli = typer.Typer(
+    name="ledgerline",
+    help="User accounts, wallets and exactly-once payments.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+users_cli = typer.Typer(help="Manage users.", no_args_is_help=True)
+cli.add_typer(users_cli, name="users")
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+@cli.command("serve")
+def serve_command(
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Processes sharing the HTTP port.")
+    ] = 1,
+    host: Annotated[str | None, typer.Option(help="Overrides LEDGERLINE_HTTP_HOST.")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Overrides LEDGERLINE_HTTP_PORT.")
+    ] = None,
+) -> None:
+    """Serve the REST API (on an embedded PostgreSQL when none is configured)."""
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["http_host"] = host
+    if port is not None:
+        overrides["http_port"] = port
+    raise typer.Exit(serve(_settings(**overrides), workers))
+
+
+@cli.command("migrate")
+def migrate_command() -> None:
+    """Bring the database schema up to date. Safe to run twice or concurrently."""
+    settings = _settings()
+    if settings.database_url is None:
+        prepare_runtime(settings, run_migrations=True).close()
+    else:
+        run_migrations(settings.database_url)
+    typer.echo("database schema is up to date")
+
+
+@users_cli.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Option(help="The admin's email.")],
+    name: Annotated[str, typer.Option(help="The admin's display name.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Make an admin, or promote the user who has this email (their password is kept)."""
+    if not password_stdin:
+        typer.echo("error: pass --password-stdin and give the password on standard input", err=True)
+        raise typer.Exit(2)
+    password = sys.stdin.readline().rstrip("\r\n")
+    settings = _settings()
+    runtime = prepare_runtime(settings, run_migrations=False)
+    try:
+        result = asyncio.run(_create_admin(settings, runtime, Registration(email, password, name)))
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        runtime.close()
+    verb = "created admin" if result.created else "promoted existing user to admin"
+    typer.echo(f"{verb} {result.user.email.value} ({result.user.id})")
+
+
+async def _create_admin(settings: Settings, runtime: Runtime, request: Registration) -> AdminResult:
+    app = Application(settings, runtime)
+    await app.start()
+    try:
+        assert app.users is not None
+        return await app.users.create_admin(request)
+    finally:
+        await app.stop()
+
+
+def main() -> None:
+    cli()

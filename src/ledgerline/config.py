@@ -1,0 +1,78 @@
+"""Configuration from LEDGERLINE_* environment variables, validated at start.
+A bad value stops the process with one line naming the variable."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LEDGERLINE_"
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # Unset: an embedded PostgreSQL under data_dir is started and migrated.
+    database_url: str | None = None
+    db_pool_min_size: Annotated[int, Field(ge=0, le=100)] = 2
+    db_pool_max_size: Annotated[int, Field(ge=1, le=500)] = 10
+
+    # Unset: a secret is made once and kept in data_dir.
+    jwt_secret: SecretStr | None = None
+    jwt_ttl_seconds: Annotated[int, Field(ge=60, le=86_400)] = 900
+
+    http_host: str = "127.0.0.1"
+    http_port: Port = 8000
+    data_dir: Path = Path(".data")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "console", "auto"] = "auto"
+
+    request_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    shutdown_timeout_seconds: Annotated[float, Field(ge=0, le=600)] = 20.0
+    # How long readiness reports 503 before the listener closes, so that a
+    # load balancer stops routing here first.
+    shutdown_drain_seconds: Annotated[float, Field(ge=0, le=600)] = 0.0
+
+    argon2_time_cost: Annotated[int, Field(ge=1, le=20)] = 2
+    argon2_memory_kib: Annotated[int, Field(ge=8 * 1024, le=4 * 1024 * 1024)] = 19 * 1024
+    argon2_parallelism: Annotated[int, Field(ge=1, le=16)] = 1
+    # Threads that hash passwords; each hash holds argon2_memory_kib.
+    hash_workers: Annotated[int, Field(ge=1, le=64)] = 2
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^postgres(ql)?://", value):
+            raise ValueError("must be a postgresql:// URL")
+        return value or None
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong; the message names the variable."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {first['msg']}") from exc

@@ -1,0 +1,116 @@
+"""Every failure becomes {"message", "code"} with the status from the error
+table, in this one module: domain errors, validation errors, protocol errors
+(404, 405, 413, 415) and anything unexpected (500, no internals)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
+
+from ledgerline.delivery.error_table import HTTP_ONLY_CODES, mapping_for
+from ledgerline.domain.errors import DomainError, FieldViolation
+
+INTERNAL_MESSAGE = "internal server error"
+
+
+class BodyTooLargeError(Exception):
+    """The request body passed the size limit while it was being read."""
+
+
+def error_body(
+    code: str, message: str, details: tuple[FieldViolation, ...] | list[dict[str, str]] = ()
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"message": message, "code": code}
+    if details:
+        body["details"] = [
+            {"field": d.field, "message": d.message} if isinstance(d, FieldViolation) else d
+            for d in details
+        ]
+    return body
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: tuple[FieldViolation, ...] | list[dict[str, str]] = (),
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
+async def send_error(send: Send, status: int, code: str, message: str) -> None:
+    """For the ASGI middleware, which answers before or around the framework."""
+    payload = json.dumps(error_body(code, message)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    # ("body", "email") -> "email"; ("path", "user_id") -> "user_id"
+    parts = [str(p) for p in loc[1:]] if loc and loc[0] in ("body", "path", "query") else []
+    return ".".join(parts) or str(loc[0] if loc else "body")
+
+
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    status = mapping_for(exc.code).http_status
+    message = INTERNAL_MESSAGE if status >= 500 and exc.code == "internal" else exc.message
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    details = getattr(exc, "details", ())
+    return error_response(status, exc.code, message, details, headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(400, "invalid_argument", "request body is not valid JSON")
+    details = [{"field": _field_name(tuple(e["loc"])), "message": str(e["msg"])} for e in errors]
+    message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
+    return error_response(400, "invalid_argument", message, details)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_ONLY_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "error")
+    message = INTERNAL_MESSAGE if exc.status_code >= 500 else str(exc.detail)
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+async def _body_too_large(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(413, "payload_too_large", "request body is too large")
+
+
+async def _timeout(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(504, "deadline_exceeded", "deadline exceeded")
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    # Logged by the request middleware, which sees the exception re-raised.
+    return error_response(500, "internal", INTERNAL_MESSAGE)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(BodyTooLargeError, _body_too_large)
+    app.add_exception_handler(TimeoutError, _timeout)
+    app.add_exception_handler(Exception, _unexpected)

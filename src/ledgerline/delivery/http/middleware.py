@@ -1,0 +1,117 @@
+"""The request envelope, as plain ASGI (cheaper than BaseHTTPMiddleware):
+request id, deadline, body-size limit, one access-log line and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ledgerline.delivery.http.errors import BodyTooLargeError, send_error
+from ledgerline.platform.deadline import deadline_scope
+from ledgerline.platform.metrics import HTTPMetrics
+
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class RequestEnvelope:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: HTTPMetrics,
+        logger: structlog.stdlib.BoundLogger,
+        request_timeout: float,
+        max_body_bytes: int,
+    ) -> None:
+        self._app = app
+        self._metrics = metrics
+        self._log = logger
+        self._timeout = request_timeout
+        self._max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started_at = time.perf_counter()
+        request_id = _request_id(scope)
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (REQUEST_ID_HEADER, request_id.encode()),
+                ]
+            await send(message)
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self._max_body:
+                    raise BodyTooLargeError
+            return message
+
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            if _declared_length(scope) > self._max_body:
+                await send_error(
+                    send_with_id, 413, "payload_too_large", "request body is too large"
+                )
+                return
+            with deadline_scope(self._timeout):
+                async with asyncio.timeout(self._timeout):
+                    await self._app(scope, limited_receive, send_with_id)
+        except TimeoutError:
+            if not response_started:
+                await send_error(send_with_id, 504, "deadline_exceeded", "deadline exceeded")
+        except Exception:  # noqa: BLE001 - the outermost net: log it, answer 500
+            # The framework has already answered 500 if it could; log once here.
+            self._log.exception("unhandled error", method=scope["method"], path=scope["path"])
+            if not response_started:
+                await send_error(send_with_id, 500, "internal", "internal server error")
+        finally:
+            elapsed = time.perf_counter() - started_at
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self._metrics.observe(scope["method"], template, status, elapsed)
+            self._log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                route=template,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER and _VALID_REQUEST_ID.match(value):
+            return str(value.decode())
+    return uuid.uuid4().hex
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0

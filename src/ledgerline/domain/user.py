@@ -1,0 +1,87 @@
+"""The user entity and its value objects."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from email_validator import EmailNotValidError, validate_email
+
+from ledgerline.domain.errors import InvalidArgumentError
+
+EMAIL_MAX_LENGTH = 254
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 128
+NAME_MAX_LENGTH = 100
+
+UserId = uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Email:
+    """An email address as the user typed it, trimmed; compared lower-cased."""
+
+    value: str
+
+    @classmethod
+    def parse(cls, raw: str) -> Email:
+        value = raw.strip()
+        if not value:
+            raise InvalidArgumentError.for_field("email", "must not be empty")
+        if len(value) > EMAIL_MAX_LENGTH:
+            raise InvalidArgumentError.for_field(
+                "email", f"must be at most {EMAIL_MAX_LENGTH} characters"
+            )
+        try:
+            # Syntax only: deliverability would need DNS, which is I/O.
+            validate_email(value, check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise InvalidArgumentError.for_field("email", str(exc)) from exc
+        return cls(value)
+
+    @property
+    def normalized(self) -> str:
+        return self.value.lower()
+
+
+def parse_name(raw: str) -> str:
+    name = raw.strip()
+    if not 1 <= len(name) <= NAME_MAX_LENGTH:
+        raise InvalidArgumentError.for_field(
+            "name", f"must be 1 to {NAME_MAX_LENGTH} characters after trimming"
+        )
+    return name
+
+
+def check_password(raw: str) -> str:
+    if not PASSWORD_MIN_LENGTH <= len(raw) <= PASSWORD_MAX_LENGTH:
+        raise InvalidArgumentError.for_field(
+            "password", f"must be {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters"
+        )
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: UserId
+    email: Email
+    name: str
+    password_hash: str
+    is_admin: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: what a verified access token says."""
+
+    user_id: UserId
+    is_admin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    token: str
+    expires_in: int

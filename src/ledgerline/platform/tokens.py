@@ -1,0 +1,47 @@
+"""JWT access tokens: HS256 only (the algorithm is pinned on verify), with
+issuer, issue time and expiry."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import jwt
+
+from ledgerline.domain.errors import UnauthenticatedError
+from ledgerline.domain.ports import Clock
+from ledgerline.domain.user import AccessToken, Principal
+
+ALGORITHM = "HS256"
+ISSUER = "ledgerline"
+
+
+class JWTIssuer:
+    def __init__(self, secret: str, ttl_seconds: int, clock: Clock) -> None:
+        self._secret = secret
+        self._ttl = ttl_seconds
+        self._clock = clock
+
+    def issue(self, principal: Principal) -> AccessToken:
+        now = self._clock.now()
+        claims = {
+            "iss": ISSUER,
+            "sub": str(principal.user_id),
+            "adm": principal.is_admin,
+            "iat": now,
+            "exp": now + timedelta(seconds=self._ttl),
+        }
+        return AccessToken(jwt.encode(claims, self._secret, algorithm=ALGORITHM), self._ttl)
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub", "iss"]},
+            )
+            return Principal(uuid.UUID(claims["sub"]), claims.get("adm") is True)
+        except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
+            raise UnauthenticatedError("invalid or expired access token") from exc

@@ -1,0 +1,66 @@
+"""A unit of work is one transaction on one pooled connection. Repositories
+are bound to that connection; only ``commit()`` makes their writes stick."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+from asyncpg.transaction import Transaction
+
+from ledgerline.platform.deadline import remaining
+from ledgerline.repository.postgres.users import PostgresUserRepository
+
+
+class PostgresUnitOfWork:
+    users: PostgresUserRepository
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._conn: PoolConnectionProxy | None = None
+        self._tx: Transaction | None = None
+        self._committed = False
+
+    async def __aenter__(self) -> Self:
+        conn = await self._pool.acquire(timeout=remaining())
+        try:
+            tx = conn.transaction()
+            await tx.start()
+        except BaseException:
+            await self._pool.release(conn)
+            raise
+        self._conn, self._tx = conn, tx
+        self.users = PostgresUserRepository(conn)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, tx = self._conn, self._tx
+        self._conn = self._tx = None
+        if conn is None or tx is None:
+            return
+        try:
+            if not self._committed:
+                await tx.rollback()
+        finally:
+            await self._pool.release(conn)
+
+    async def commit(self) -> None:
+        if self._tx is None:
+            raise RuntimeError("commit() outside the unit of work's block")
+        await self._tx.commit()
+        self._committed = True
+
+
+class PostgresUnitOfWorkFactory:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    def __call__(self) -> PostgresUnitOfWork:
+        return PostgresUnitOfWork(self._pool)
