@@ -1,0 +1,83 @@
+"""An application wired to the test's own database, and an HTTP client that
+talks to it through the full ASGI stack (middleware, routing, handlers)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from ledgerline.app import Application, Overrides, Runtime
+from ledgerline.config import Settings
+from ledgerline.usecase.users import Registration
+
+JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+PASSWORD = "correct horse battery"
+
+
+def cheap_settings(**overrides: object) -> Settings:
+    """Real Argon2id, at the lowest cost the configuration allows."""
+    values: dict[str, object] = {
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 8 * 1024,
+        "jwt_secret": JWT_SECRET,
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def application(database_url: str) -> AsyncIterator[Application]:
+    app = Application(cheap_settings(), Runtime(database_url, JWT_SECRET), Overrides())
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+@pytest.fixture
+async def client(application: Application) -> AsyncIterator[httpx.AsyncClient]:
+    assert application.http is not None
+    transport = httpx.ASGITransport(app=application.http)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ledgerline.test") as c:
+        yield c
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    email: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+AccountFactory = Callable[..., Awaitable[Account]]
+
+
+@pytest.fixture
+def make_account(client: httpx.AsyncClient, application: Application) -> AccountFactory:
+    """Registers a user over HTTP (or an admin through the use case, as the
+    CLI does) and logs them in."""
+
+    async def make(email: str, *, admin: bool = False, name: str = "Test User") -> Account:
+        if admin:
+            assert application.users is not None
+            result = await application.users.create_admin(Registration(email, PASSWORD, name))
+            user_id = str(result.user.id)
+        else:
+            created = await client.post(
+                "/v1/users", json={"email": email, "password": PASSWORD, "name": name}
+            )
+            assert created.status_code == 201, created.text
+            user_id = created.json()["id"]
+        login = await client.post("/v1/auth/token", json={"email": email, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        return Account(user_id, email, login.json()["access_token"])
+
+    return make
