@@ -3,6 +3,7 @@ embedded server used when no database is configured."""
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +42,21 @@ def sqlalchemy_url(database_url: str) -> str:
     return f"postgresql+asyncpg{sep}{rest}".replace("%", "%%")
 
 
+# Alembic keeps its migration context in module globals: one run at a time
+# per process. Across processes, the advisory lock in env.py serialises them.
+_alembic_lock = threading.Lock()
+
+
 def migrate(database_url: str, revision: str = "head") -> None:
     """Brings the schema to ``revision``. Blocking: call it from a thread or
-    before the event loop starts. Safe to run concurrently (advisory lock)."""
-    command.upgrade(alembic_config(database_url), revision)
+    before the event loop starts. Safe to run concurrently."""
+    with _alembic_lock:
+        command.upgrade(alembic_config(database_url), revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
-    command.downgrade(alembic_config(database_url), revision)
+    with _alembic_lock:
+        command.downgrade(alembic_config(database_url), revision)
 
 
 async def create_pool(

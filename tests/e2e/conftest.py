@@ -1,0 +1,86 @@
+"""Real `ledgerline` processes, talked to over real sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+LEDGERLINE = str(Path(sys.executable).with_name("ledgerline"))
+JWT_SECRET = "e2e-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """The test's environment without any LEDGERLINE_* the developer set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERLINE_")}
+    env.update({"LEDGERLINE_LOG_FORMAT": "json", **values})
+    return env
+
+
+class Service:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log = log
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"service exited early:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"service did not become healthy:\n{self.log.read_text()}")
+
+    def terminate(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[object]:
+    started: list[Service] = []
+
+    def start(*args: str, **env: str) -> Service:
+        port = free_port()
+        log = tmp_path / f"serve-{port}.log"
+        environment = clean_env(
+            LEDGERLINE_HTTP_PORT=str(port),
+            LEDGERLINE_DATA_DIR=str(tmp_path / "data"),
+            **env,
+        )
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [LEDGERLINE, "serve", *args], env=environment, stdout=out, stderr=out
+            )
+        service = Service(proc, port, log)
+        started.append(service)
+        service.wait_healthy()
+        return service
+
+    yield start
+    for service in started:
+        if service.proc.poll() is None:
+            service.proc.kill()
+            service.proc.wait()

@@ -1,0 +1,132 @@
+"""`ledgerline serve` as an operator runs it: graceful shutdown under load,
+the embedded default, configuration errors, and the admin CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.e2e.conftest import JWT_SECRET, LEDGERLINE, Service, clean_env
+
+pytestmark = pytest.mark.e2e
+StartService = Callable[..., Service]
+IN_FLIGHT = 40
+
+
+@pytest.mark.parametrize("workers", ["1", "2"], ids=["one-process", "two-workers"])
+async def test_sigterm_loses_no_in_flight_request(
+    start_service: StartService, database_url: str, workers: str
+) -> None:
+    # Costly hashes keep all 40 registrations in flight when SIGTERM lands.
+    service = start_service(
+        "--workers",
+        workers,
+        LEDGERLINE_DATABASE_URL=database_url,
+        LEDGERLINE_JWT_SECRET=JWT_SECRET,
+        LEDGERLINE_ARGON2_TIME_COST="3",
+        LEDGERLINE_ARGON2_MEMORY_KIB=str(64 * 1024),
+    )
+    limits = httpx.Limits(max_connections=IN_FLIGHT)
+    async with httpx.AsyncClient(base_url=service.base_url, limits=limits, timeout=60) as client:
+
+        async def register(i: int) -> httpx.Response:
+            body = {"email": f"inflight{i}@example.com", "password": "password123", "name": "N"}
+            return await client.post("/v1/users", json=body)
+
+        requests = [asyncio.create_task(register(i)) for i in range(IN_FLIGHT)]
+        await asyncio.sleep(0.5)
+        assert not all(r.done() for r in requests), "requests finished before the signal"
+        service.proc.send_signal(signal.SIGTERM)
+        responses = await asyncio.gather(*requests)
+    assert [r.status_code for r in responses] == [201] * IN_FLIGHT
+    assert await asyncio.to_thread(service.proc.wait, 60) == 0
+    with pytest.raises(httpx.ConnectError):
+        await asyncio.to_thread(httpx.get, f"{service.base_url}/healthz", timeout=1)
+
+
+async def test_embedded_postgres_by_default(start_service: StartService, tmp_path: Path) -> None:
+    service = start_service()  # no LEDGERLINE_DATABASE_URL, no JWT secret
+    async with httpx.AsyncClient(base_url=service.base_url) as client:
+        health = await client.get("/healthz")
+        ready = await client.get("/readyz")
+        created = await client.post(
+            "/v1/users", json={"email": "e@example.com", "password": "password123", "name": "E"}
+        )
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert ready.status_code == 200
+    assert created.status_code == 201
+    assert (tmp_path / "data" / "jwt_secret").stat().st_mode & 0o077 == 0
+    assert "LEDGERLINE_JWT_SECRET is not set" in service.log.read_text()
+    assert await asyncio.to_thread(service.terminate) == 0
+    pgdata = str(tmp_path / "data" / "postgres")
+    leftovers = [
+        p for p in psutil.process_iter(["name", "cmdline"]) if pgdata in (p.info["cmdline"] or [])
+    ]
+    assert leftovers == [], "the embedded PostgreSQL outlived the service"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        pytest.param("LEDGERLINE_HTTP_PORT", "not-a-port", id="port-not-a-number"),
+        pytest.param("LEDGERLINE_HTTP_PORT", "70000", id="port-out-of-range"),
+        pytest.param("LEDGERLINE_JWT_SECRET", "short", id="weak-secret"),
+        pytest.param("LEDGERLINE_DATABASE_URL", "mysql://db/x", id="not-postgres"),
+        pytest.param("LEDGERLINE_LOG_FORMAT", "xml", id="unknown-log-format"),
+    ],
+)
+def test_bad_configuration_stops_at_start(variable: str, value: str) -> None:
+    result = subprocess.run(
+        [LEDGERLINE, "serve"],
+        env=clean_env(**{variable: value}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+
+
+async def test_create_admin_then_admin_lookup(
+    start_service: StartService, database_url: str
+) -> None:
+    env = clean_env(LEDGERLINE_DATABASE_URL=database_url, LEDGERLINE_JWT_SECRET=JWT_SECRET)
+    command = [LEDGERLINE, "users", "create-admin", "--email", "root@example.com"]
+    made = await asyncio.to_thread(
+        subprocess.run,
+        [*command, "--name", "Root", "--password-stdin"],
+        input="admin-password\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    assert "created admin root@example.com" in made.stdout
+    service = start_service(LEDGERLINE_DATABASE_URL=database_url, LEDGERLINE_JWT_SECRET=JWT_SECRET)
+    async with httpx.AsyncClient(base_url=service.base_url) as client:
+        user = await client.post(
+            "/v1/users", json={"email": "u@example.com", "password": "password123", "name": "U"}
+        )
+        login = await client.post(
+            "/v1/auth/token", json={"email": "root@example.com", "password": "admin-password"}
+        )
+        token = login.json()["access_token"]
+        found = await client.get(
+            "/v1/users",
+            params={"email": "U@example.com"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert found.status_code == 200
+    assert found.json()["id"] == user.json()["id"]
