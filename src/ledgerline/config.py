@@ -45,12 +45,14 @@ class Settings(BaseSettings):
     # Threads that hash passwords; each hash holds argon2_memory_kib.
     hash_workers: Annotated[int, Field(ge=1, le=64)] = 2
 
-    @field_validator("database_url")
+    @field_validator("database_url", mode="before")
     @classmethod
-    def _postgres_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^postgres(ql)?://", value):
+    def _postgres_url(cls, value: object) -> object:
+        if value == "":
+            return None  # set but empty, as compose files do: the same as unset
+        if isinstance(value, str) and not re.match(r"^postgres(ql)?://", value):
             raise ValueError("must be a postgresql:// URL")
-        return value or None
+        return value
 
     @field_validator("jwt_secret")
     @classmethod

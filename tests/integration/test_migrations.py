@@ -54,6 +54,6 @@ async def test_concurrent_migrate_commands_all_succeed(empty_database_url: str) 
         )
         return await proc.wait()
 
-    assert await asyncio.gather(run(), run(), run()) == [0, 0, 0]
+    assert list(await asyncio.gather(run(), run(), run())) == [0, 0, 0]
     assert await run() == 0
     assert "users" in await _tables(empty_database_url)

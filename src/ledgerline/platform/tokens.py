@@ -14,6 +14,7 @@ from ledgerline.domain.user import AccessToken, Principal
 
 ALGORITHM = "HS256"
 ISSUER = "ledgerline"
+CLOCK_SKEW_SECONDS = 60  # tolerated between the issuing and verifying hosts
 
 
 class JWTIssuer:
@@ -40,8 +41,18 @@ class JWTIssuer:
                 self._secret,
                 algorithms=[ALGORITHM],
                 issuer=ISSUER,
-                options={"require": ["exp", "iat", "sub", "iss"]},
+                # Time is checked below against the injected clock.
+                options={
+                    "require": ["exp", "iat", "sub", "iss"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
             )
-            return Principal(uuid.UUID(claims["sub"]), claims.get("adm") is True)
+            principal = Principal(uuid.UUID(claims["sub"]), claims.get("adm") is True)
+            expires, issued = int(claims["exp"]), int(claims["iat"])
         except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
             raise UnauthenticatedError("invalid or expired access token") from exc
+        now = self._clock.now().timestamp()
+        if now >= expires or issued > now + CLOCK_SKEW_SECONDS:
+            raise UnauthenticatedError("invalid or expired access token")
+        return principal

@@ -1,0 +1,141 @@
+"""Configuration from LEDGERLINE_* variables: defaults, and a clear error
+naming the variable for every bad value."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ledgerline.config import ENV_PREFIX, ConfigError, load_settings
+
+GOOD_SECRET = "s" * 32
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No LEDGERLINE_* variable from the machine, and no dotenv file nearby."""
+    for name in list(os.environ):
+        if name.upper().startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_load_with_no_environment() -> None:
+    settings = load_settings()
+
+    assert settings.database_url is None
+    assert settings.jwt_secret is None
+    assert settings.http_host == "127.0.0.1"
+    assert settings.http_port == 8000
+    assert settings.data_dir == Path(".data")
+    assert settings.log_level == "INFO"
+    assert settings.log_format == "auto"
+    assert settings.request_timeout_seconds == 10.0
+    assert settings.jwt_ttl_seconds == 900
+
+
+GOOD_VALUES: dict[str, tuple[str, str, str, object]] = {
+    # id: (variable, value, attribute, parsed)
+    "http-port": ("LEDGERLINE_HTTP_PORT", "8080", "http_port", 8080),
+    "http-port-lowest": ("LEDGERLINE_HTTP_PORT", "1", "http_port", 1),
+    "http-port-highest": ("LEDGERLINE_HTTP_PORT", "65535", "http_port", 65535),
+    "log-level-lower-case": ("LEDGERLINE_LOG_LEVEL", "debug", "log_level", "DEBUG"),
+    "log-level-mixed-case": ("LEDGERLINE_LOG_LEVEL", "Warning", "log_level", "WARNING"),
+    "log-format-json": ("LEDGERLINE_LOG_FORMAT", "json", "log_format", "json"),
+    "database-url-postgresql": (
+        "LEDGERLINE_DATABASE_URL",
+        "postgresql://u:p@db:5432/ledgerline",
+        "database_url",
+        "postgresql://u:p@db:5432/ledgerline",
+    ),
+    "database-url-postgres": (
+        "LEDGERLINE_DATABASE_URL",
+        "postgres://db/ledgerline",
+        "database_url",
+        "postgres://db/ledgerline",
+    ),
+    "request-timeout-fraction": (
+        "LEDGERLINE_REQUEST_TIMEOUT_SECONDS",
+        "0.5",
+        "request_timeout_seconds",
+        0.5,
+    ),
+    "data-dir": (
+        "LEDGERLINE_DATA_DIR",
+        "/var/lib/ledgerline",
+        "data_dir",
+        Path("/var/lib/ledgerline"),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "attribute", "parsed"),
+    list(GOOD_VALUES.values()),
+    ids=list(GOOD_VALUES),
+)
+def test_good_value_is_read(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, attribute: str, parsed: object
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    assert getattr(load_settings(), attribute) == parsed
+
+
+def test_jwt_secret_of_32_characters_is_kept_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEDGERLINE_JWT_SECRET", GOOD_SECRET)
+
+    settings = load_settings()
+
+    assert settings.jwt_secret is not None
+    assert settings.jwt_secret.get_secret_value() == GOOD_SECRET
+    assert GOOD_SECRET not in repr(settings)
+
+
+BAD_VALUES: dict[str, tuple[str, str]] = {
+    # id: (variable, value)
+    "http-port-not-a-number": ("LEDGERLINE_HTTP_PORT", "abc"),
+    "http-port-zero": ("LEDGERLINE_HTTP_PORT", "0"),
+    "http-port-too-high": ("LEDGERLINE_HTTP_PORT", "70000"),
+    "http-port-negative": ("LEDGERLINE_HTTP_PORT", "-1"),
+    "jwt-secret-too-short": ("LEDGERLINE_JWT_SECRET", "s" * 31),
+    "database-url-mysql": ("LEDGERLINE_DATABASE_URL", "mysql://x"),
+    "database-url-not-a-url": ("LEDGERLINE_DATABASE_URL", "localhost:5432"),
+    "log-level-unknown": ("LEDGERLINE_LOG_LEVEL", "loud"),
+    "log-format-xml": ("LEDGERLINE_LOG_FORMAT", "xml"),
+    "request-timeout-negative": ("LEDGERLINE_REQUEST_TIMEOUT_SECONDS", "-1"),
+    "request-timeout-zero": ("LEDGERLINE_REQUEST_TIMEOUT_SECONDS", "0"),
+    "request-timeout-not-a-number": ("LEDGERLINE_REQUEST_TIMEOUT_SECONDS", "soon"),
+    "jwt-ttl-below-a-minute": ("LEDGERLINE_JWT_TTL_SECONDS", "59"),
+}
+
+
+@pytest.mark.parametrize(("variable", "value"), list(BAD_VALUES.values()), ids=list(BAD_VALUES))
+def test_bad_value_is_a_config_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    assert str(caught.value).startswith(f"{variable}: ")
+
+
+def test_short_jwt_secret_is_not_echoed_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    short_secret = "tooshort-but-still-secret"
+    monkeypatch.setenv("LEDGERLINE_JWT_SECRET", short_secret)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    assert "LEDGERLINE_JWT_SECRET" in str(caught.value)
+    assert short_secret not in str(caught.value)
+
+
+def test_empty_database_url_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEDGERLINE_DATABASE_URL", "")
+
+    assert load_settings().database_url is None
