@@ -10,26 +10,34 @@ import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
+import redis.asyncio as redis
 import uvloop
 from starlette.types import ASGIApp
 
 from ledgerline.config import Settings
 from ledgerline.delivery.http.app import HTTPDependencies, create_http_app
 from ledgerline.delivery.http.server import HTTPServer, bind_socket
-from ledgerline.domain.ports import Clock, PasswordHasher
+from ledgerline.domain.ports import Clock, LockManager, PasswordHasher
 from ledgerline.platform.clock import SystemClock
 from ledgerline.platform.database import EmbeddedPostgres, create_pool, migrate
-from ledgerline.platform.health import Readiness
+from ledgerline.platform.health import Probe, Readiness
+from ledgerline.platform.locks import PostgresLockManager, RedisLockManager
 from ledgerline.platform.logging import configure_logging, get_logger
 from ledgerline.platform.metrics import HTTPMetrics
 from ledgerline.platform.passwords import Argon2Hasher, Argon2Params
+from ledgerline.platform.periodic import Periodic
 from ledgerline.platform.supervisor import Supervisor
 from ledgerline.platform.tokens import JWTIssuer
+from ledgerline.repository.postgres.idempotency import PostgresIdempotencyStore
+from ledgerline.repository.postgres.ledger import PostgresLedgerRepository
+from ledgerline.repository.postgres.orders import PostgresOrderRepository
 from ledgerline.repository.postgres.unit_of_work import PostgresUnitOfWorkFactory
 from ledgerline.repository.postgres.users import PostgresUserRepository
+from ledgerline.usecase.payments import PaymentService, PaymentSettings
 from ledgerline.usecase.users import UserService
 
 JWT_SECRET_FILE = "jwt_secret"  # noqa: S105 - a file name, not a secret
@@ -102,6 +110,7 @@ class Overrides:
 
     clock: Clock | None = None
     hasher: PasswordHasher | None = None
+    locks: LockManager | None = None
 
 
 @dataclass
@@ -113,51 +122,108 @@ class Application:
     pool: asyncpg.Pool | None = None
     readiness: Readiness | None = None
     users: UserService | None = None
+    payments: PaymentService | None = None
     http: ASGIApp | None = None
     _executor: ThreadPoolExecutor | None = None
+    _redis: redis.Redis | None = None
+    _lock_pool: asyncpg.Pool | None = None
+    _jobs: list[Periodic] = field(default_factory=list)
 
     async def start(self) -> None:
         s = self.settings
-        log = get_logger("ledgerline.app")
-        self.pool = await create_pool(
+        self.pool = pool = await create_pool(
             self.runtime.database_url,
             min_size=s.db_pool_min_size,
             max_size=s.db_pool_max_size,
             command_timeout=s.request_timeout_seconds,
         )
+        probes: dict[str, Probe] = {"database": lambda: pool.fetchval("SELECT 1")}
         clock = self.overrides.clock or SystemClock()
-        hasher = self.overrides.hasher
-        if hasher is None:
-            self._executor = ThreadPoolExecutor(s.hash_workers, thread_name_prefix="argon2")
-            params = Argon2Params(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism)
-            hasher = Argon2Hasher(params, self._executor)
+        uow = PostgresUnitOfWorkFactory(pool)
+        users = PostgresUserRepository(pool)
         self.users = UserService(
-            users=PostgresUserRepository(self.pool),
-            uow=PostgresUnitOfWorkFactory(self.pool),
-            hasher=hasher,
+            users=users,
+            uow=uow,
+            hasher=self.overrides.hasher or self._argon2(),
             tokens=JWTIssuer(self.runtime.jwt_secret, s.jwt_ttl_seconds, clock),
             clock=clock,
         )
-        pool = self.pool
-        self.readiness = Readiness({"database": lambda: pool.fetchval("SELECT 1")})
+        locks = self.overrides.locks or await self._lock_manager(probes)
+        self.payments = PaymentService(
+            users=users,
+            orders=PostgresOrderRepository(pool),
+            ledger=PostgresLedgerRepository(pool),
+            idempotency=PostgresIdempotencyStore(pool),
+            uow=uow,
+            locks=locks,
+            clock=clock,
+            settings=PaymentSettings(
+                lock_ttl_seconds=s.payment_lock_ttl_ms / 1000,
+                idempotency_retention=timedelta(hours=s.idempotency_retention_hours),
+            ),
+        )
+        self.readiness = Readiness(probes)
         self.http = create_http_app(
             HTTPDependencies(
                 users=self.users,
+                payments=self.payments,
                 readiness=self.readiness,
                 metrics=HTTPMetrics(),
                 logger=get_logger("ledgerline.http"),
                 request_timeout=s.request_timeout_seconds,
             )
         )
-        log.debug("application started")
+
+    def start_jobs(self) -> None:
+        """Background upkeep of a serving process (the worker process of a
+        later release takes these over)."""
+        assert self.payments is not None
+        purge = Periodic(
+            "purge-idempotency-keys",
+            self.settings.idempotency_purge_interval_seconds,
+            self.payments.purge_idempotency_keys,
+        )
+        purge.start()
+        self._jobs.append(purge)
+
+    def _argon2(self) -> Argon2Hasher:
+        s = self.settings
+        self._executor = ThreadPoolExecutor(s.hash_workers, thread_name_prefix="argon2")
+        params = Argon2Params(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism)
+        return Argon2Hasher(params, self._executor)
+
+    async def _lock_manager(self, probes: dict[str, Probe]) -> LockManager:
+        s = self.settings
+        if s.redis_url is not None:
+            self._redis = client = redis.Redis.from_url(
+                s.redis_url, socket_timeout=2, socket_connect_timeout=2
+            )
+            probes["redis"] = client.ping
+            return RedisLockManager(client)
+        # Advisory locks hold a connection each: a pool of their own keeps
+        # them from starving the queries.
+        self._lock_pool = await create_pool(
+            self.runtime.database_url,
+            min_size=0,
+            max_size=s.db_pool_max_size,
+            command_timeout=s.request_timeout_seconds,
+        )
+        return PostgresLockManager(self._lock_pool)
 
     async def stop(self) -> None:
-        if self.pool is not None:
-            try:
-                await asyncio.wait_for(self.pool.close(), timeout=5)
-            except TimeoutError:
-                self.pool.terminate()
-            self.pool = None
+        for job in self._jobs:
+            await job.stop()
+        self._jobs.clear()
+        for pool in (self._lock_pool, self.pool):
+            if pool is not None:
+                try:
+                    await asyncio.wait_for(pool.close(), timeout=5)
+                except TimeoutError:
+                    pool.terminate()
+        self.pool = self._lock_pool = None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
@@ -201,6 +267,7 @@ async def _serve(app: Application, sock: socket.socket) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await app.start()
+    app.start_jobs()
     try:
         assert app.http is not None
         assert app.readiness is not None

@@ -22,6 +22,14 @@ class Settings(BaseSettings):
     db_pool_min_size: Annotated[int, Field(ge=0, le=100)] = 2
     db_pool_max_size: Annotated[int, Field(ge=1, le=500)] = 10
 
+    # Unset: payment locks are PostgreSQL advisory locks.
+    redis_url: str | None = None
+    # Longer than a payment takes; a holder paused past it loses the lock,
+    # and the database transaction still keeps the payment single.
+    payment_lock_ttl_ms: Annotated[int, Field(ge=50, le=600_000)] = 10_000
+    idempotency_retention_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 24.0
+    idempotency_purge_interval_seconds: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+
     # Unset: a secret is made once and kept in data_dir.
     jwt_secret: SecretStr | None = None
     jwt_ttl_seconds: Annotated[int, Field(ge=60, le=86_400)] = 900
@@ -52,6 +60,15 @@ class Settings(BaseSettings):
             return None  # set but empty, as compose files do: the same as unset
         if isinstance(value, str) and not re.match(r"^postgres(ql)?://", value):
             raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value: object) -> object:
+        if value == "":
+            return None
+        if isinstance(value, str) and not re.match(r"^(rediss?|unix)://", value):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
     @field_validator("jwt_secret")

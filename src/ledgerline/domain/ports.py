@@ -6,6 +6,9 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from ledgerline.domain.idempotency import IdempotencyRecord
+from ledgerline.domain.ledger import Balance, EntryPage, LedgerEntry, Transfer
+from ledgerline.domain.order import Order, OrderId
 from ledgerline.domain.user import AccessToken, Email, Principal, User, UserId
 
 
@@ -43,12 +46,74 @@ class UserRepository(Protocol):
     async def set_admin(self, user_id: UserId, is_admin: bool, at: datetime) -> None: ...
 
 
+class OrderRepository(Protocol):
+    async def add(self, order: Order) -> None: ...
+
+    async def get(self, order_id: OrderId) -> Order | None: ...
+
+    async def get_for_update(self, order_id: OrderId) -> Order | None:
+        """Reads the order and locks its row until the transaction ends."""
+
+    async def update(self, order: Order) -> None: ...
+
+
+class LedgerRepository(Protocol):
+    async def apply(self, transfer: Transfer) -> tuple[LedgerEntry, LedgerEntry]:
+        """Writes the transfer's two entries (source first) and moves the
+        balances. Raises InsufficientFundsError when the source wallet lacks
+        the money, FailedPreconditionError when the order already has a
+        transfer of this kind."""
+
+    async def balances(self, owner_id: UserId) -> list[Balance]: ...
+
+    async def entries(self, owner_id: UserId, limit: int, cursor: str | None) -> EntryPage:
+        """Newest first; ``cursor`` is the opaque ``next_cursor`` of the
+        previous page. Raises InvalidArgumentError for a cursor it did not make."""
+
+
+class IdempotencyStore(Protocol):
+    async def get(self, caller_id: UserId, key: str, now: datetime) -> IdempotencyRecord | None:
+        """The unexpired record for this caller's key, if any."""
+
+    async def save(self, record: IdempotencyRecord) -> bool:
+        """Stores the record; False when the key is taken already (the
+        caller then rolls back and replays what the other request stored)."""
+
+    async def purge(self, now: datetime, batch: int) -> int:
+        """Deletes up to ``batch`` expired records; returns how many."""
+
+
+class Lease(Protocol):
+    """A held lock. Only its owner can extend or release it."""
+
+    key: str
+
+    async def extend(self, ttl_seconds: float) -> bool: ...
+
+    async def release(self) -> bool:
+        """False when the lock had expired (and may now be someone else's)."""
+
+
+class LockManager(Protocol):
+    async def try_acquire(self, key: str, ttl_seconds: float) -> Lease | None:
+        """The lock, or None at once when another holder has it."""
+
+
 class UnitOfWork(Protocol):
     """One database transaction. Leaving the block without ``commit()`` rolls
     back: an exception, a cancellation or a forgotten line never commits."""
 
     @property
     def users(self) -> UserRepository: ...
+
+    @property
+    def orders(self) -> OrderRepository: ...
+
+    @property
+    def ledger(self) -> LedgerRepository: ...
+
+    @property
+    def idempotency(self) -> IdempotencyStore: ...
 
     async def __aenter__(self) -> Self: ...
 

@@ -11,9 +11,11 @@ from starlette.types import ASGIApp
 from ledgerline.delivery.http.errors import install_error_handlers
 from ledgerline.delivery.http.middleware import RequestEnvelope
 from ledgerline.delivery.http.operations import operations_router
+from ledgerline.delivery.http.payments import payments_router
 from ledgerline.delivery.http.users import users_router
 from ledgerline.platform.health import Readiness
 from ledgerline.platform.metrics import HTTPMetrics
+from ledgerline.usecase.payments import PaymentService
 from ledgerline.usecase.users import UserService
 
 MAX_BODY_BYTES = 64 * 1024
@@ -22,6 +24,7 @@ MAX_BODY_BYTES = 64 * 1024
 @dataclass(frozen=True, slots=True)
 class HTTPDependencies:
     users: UserService
+    payments: PaymentService
     readiness: Readiness
     metrics: HTTPMetrics
     logger: structlog.stdlib.BoundLogger
@@ -40,6 +43,7 @@ def create_http_app(deps: HTTPDependencies) -> ASGIApp:
     install_error_handlers(api)
     api.include_router(operations_router(deps.readiness, deps.metrics))
     api.include_router(users_router(deps.users))
+    api.include_router(payments_router(deps.users, deps.payments))
     return RequestEnvelope(
         api,
         metrics=deps.metrics,

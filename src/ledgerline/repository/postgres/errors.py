@@ -7,11 +7,25 @@ from contextlib import contextmanager
 
 import asyncpg
 
-from ledgerline.domain.errors import ConflictError, DeadlineExceededError, DomainError
+from ledgerline.domain.errors import (
+    ConflictError,
+    DeadlineExceededError,
+    DomainError,
+    FailedPreconditionError,
+    InsufficientFundsError,
+    NotFoundError,
+)
 
 CONSTRAINT_ERRORS: dict[str, DomainError] = {
     "uq_users_email_lower": ConflictError("a user with this email already exists"),
     "pk_users": ConflictError("a user with this id already exists"),
+    "uq_transfers_order_kind": FailedPreconditionError(
+        "the order has already been moved this way (paid or refunded)"
+    ),
+    "ck_balances_non_negative": InsufficientFundsError("the wallet does not hold enough money"),
+    "fk_accounts_owner": NotFoundError("user not found"),
+    "fk_orders_payee": NotFoundError("payee not found"),
+    "fk_orders_payer": NotFoundError("payer not found"),
 }
 
 

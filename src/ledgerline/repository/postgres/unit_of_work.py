@@ -11,11 +11,17 @@ from asyncpg.pool import PoolConnectionProxy
 from asyncpg.transaction import Transaction
 
 from ledgerline.platform.deadline import remaining
+from ledgerline.repository.postgres.idempotency import PostgresIdempotencyStore
+from ledgerline.repository.postgres.ledger import PostgresLedgerRepository
+from ledgerline.repository.postgres.orders import PostgresOrderRepository
 from ledgerline.repository.postgres.users import PostgresUserRepository
 
 
 class PostgresUnitOfWork:
     users: PostgresUserRepository
+    orders: PostgresOrderRepository
+    ledger: PostgresLedgerRepository
+    idempotency: PostgresIdempotencyStore
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -33,6 +39,9 @@ class PostgresUnitOfWork:
             raise
         self._conn, self._tx = conn, tx
         self.users = PostgresUserRepository(conn)
+        self.orders = PostgresOrderRepository(conn)
+        self.ledger = PostgresLedgerRepository(conn)
+        self.idempotency = PostgresIdempotencyStore(conn)
         return self
 
     async def __aexit__(

@@ -1,0 +1,130 @@
+"""LockManager adapters. Redis (SET NX PX, owner-token release and extend
+in Lua) when Redis is configured; PostgreSQL advisory locks otherwise. Every
+lock has a TTL: a holder that stalls loses it, which the payment
+transaction tolerates (it re-reads the order under a row lock)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import asyncpg
+import redis.asyncio as redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from ledgerline.domain.errors import UnavailableError
+from ledgerline.platform.logging import get_logger
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+_EXTEND = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def _millis(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class RedisLease:
+    def __init__(self, manager: RedisLockManager, key: str, token: str) -> None:
+        self._manager = manager
+        self.key = key
+        self.token = token
+
+    async def extend(self, ttl_seconds: float) -> bool:
+        result = await self._manager.run(
+            self._manager.extend_script, self.key, self.token, _millis(ttl_seconds)
+        )
+        return result == 1
+
+    async def release(self) -> bool:
+        return await self._manager.run(self._manager.release_script, self.key, self.token) == 1
+
+
+class RedisLockManager:
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self.release_script = client.register_script(_RELEASE)
+        self.extend_script = client.register_script(_EXTEND)
+
+    async def try_acquire(self, key: str, ttl_seconds: float) -> RedisLease | None:
+        token = secrets.token_hex(16)
+        try:
+            acquired = await self._client.set(key, token, nx=True, px=_millis(ttl_seconds))
+        except RedisError as exc:
+            raise UnavailableError("the lock service is unavailable") from exc
+        return RedisLease(self, key, token) if acquired else None
+
+    async def run(self, script: AsyncScript, key: str, *args: str | int) -> int:
+        try:
+            result = await script(keys=[key], args=list(args))
+        except RedisError as exc:
+            raise UnavailableError("the lock service is unavailable") from exc
+        return int(result)
+
+
+class PostgresLease:
+    """A session-level advisory lock on a connection of its own; past its TTL
+    the lease unlocks itself, as a Redis key would expire."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, conn: asyncpg.pool.PoolConnectionProxy, key: str, ttl: float
+    ) -> None:
+        self._pool = pool
+        self._conn: asyncpg.pool.PoolConnectionProxy | None = conn
+        self.key = key
+        self._timer = asyncio.get_running_loop().call_later(ttl, self._expire)
+        self._expiry: asyncio.Task[bool] | None = None
+
+    def _expire(self) -> None:
+        get_logger("ledgerline.locks").warning("lock expired before release", key=self.key)
+        self._expiry = asyncio.get_running_loop().create_task(self._unlock())
+
+    async def _unlock(self) -> bool:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return False
+        try:
+            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", self.key)
+        finally:
+            await self._pool.release(conn)
+        return True
+
+    async def extend(self, ttl_seconds: float) -> bool:
+        if self._conn is None:
+            return False
+        self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(ttl_seconds, self._expire)
+        return True
+
+    async def release(self) -> bool:
+        self._timer.cancel()
+        return await self._unlock()
+
+
+class PostgresLockManager:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def try_acquire(self, key: str, ttl_seconds: float) -> PostgresLease | None:
+        conn = await self._pool.acquire()
+        try:
+            acquired = await conn.fetchval(
+                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key
+            )
+        except BaseException:
+            await self._pool.release(conn)
+            raise
+        if not acquired:
+            await self._pool.release(conn)
+            return None
+        return PostgresLease(self._pool, conn, key, ttl_seconds)

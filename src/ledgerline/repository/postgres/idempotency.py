@@ -1,0 +1,80 @@
+"""IdempotencyStore over asyncpg. Records are written in the transaction of
+the effect they describe; the primary key (caller, key) settles races."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from ledgerline.domain.idempotency import IdempotencyRecord
+from ledgerline.domain.user import UserId
+from ledgerline.platform.deadline import remaining
+from ledgerline.repository.postgres.users import Executor
+
+
+class PostgresIdempotencyStore:
+    def __init__(self, db: Executor) -> None:
+        self._db = db
+
+    async def get(self, caller_id: UserId, key: str, now: datetime) -> IdempotencyRecord | None:
+        row = await self._db.fetchrow(
+            "SELECT fingerprint, operation, result::text AS result, created_at, expires_at "
+            "FROM idempotency_keys WHERE caller_id = $1 AND key = $2 AND expires_at > $3",
+            caller_id,
+            key,
+            now,
+            timeout=remaining(),
+        )
+        if row is None:
+            return None
+        return IdempotencyRecord(
+            caller_id=caller_id,
+            key=key,
+            fingerprint=row["fingerprint"],
+            operation=row["operation"],
+            result=json.loads(row["result"]),
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+        )
+
+    async def save(self, record: IdempotencyRecord) -> bool:
+        # An expired record under the same key may be taken over.
+        inserted = await self._db.fetchval(
+            """
+            INSERT INTO idempotency_keys
+                (caller_id, key, fingerprint, operation, result, created_at, expires_at)
+            VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)
+            ON CONFLICT (caller_id, key) DO UPDATE
+                SET fingerprint = EXCLUDED.fingerprint, operation = EXCLUDED.operation,
+                    result = EXCLUDED.result, created_at = EXCLUDED.created_at,
+                    expires_at = EXCLUDED.expires_at
+                WHERE idempotency_keys.expires_at <= EXCLUDED.created_at
+            RETURNING true
+            """,
+            record.caller_id,
+            record.key,
+            record.fingerprint,
+            record.operation,
+            json.dumps(record.result),
+            record.created_at,
+            record.expires_at,
+            timeout=remaining(),
+        )
+        return inserted is True
+
+    async def purge(self, now: datetime, batch: int) -> int:
+        deleted = await self._db.fetchval(
+            """
+            WITH gone AS (
+                DELETE FROM idempotency_keys WHERE ctid IN (
+                    SELECT ctid FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2
+                )
+                RETURNING 1
+            )
+            SELECT count(*) FROM gone
+            """,
+            now,
+            batch,
+            timeout=remaining(),
+        )
+        return int(deleted or 0)

@@ -1,0 +1,79 @@
+"""OrderRepository over asyncpg, plain SQL."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ledgerline.domain.money import Money
+from ledgerline.domain.order import Order, OrderId, OrderStatus
+from ledgerline.platform.deadline import remaining
+from ledgerline.repository.postgres.errors import translate_errors
+from ledgerline.repository.postgres.users import Executor
+
+_COLUMNS = (
+    "id, payer_id, payee_id, amount, currency, description, status, created_at, updated_at, paid_at"
+)
+
+
+def _to_order(row: asyncpg.Record) -> Order:
+    return Order(
+        id=row["id"],
+        payer_id=row["payer_id"],
+        payee_id=row["payee_id"],
+        money=Money(row["amount"], row["currency"]),
+        description=row["description"],
+        status=OrderStatus(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        paid_at=row["paid_at"],
+    )
+
+
+class PostgresOrderRepository:
+    def __init__(self, db: Executor) -> None:
+        self._db = db
+
+    async def add(self, order: Order) -> None:
+        with translate_errors():
+            await self._db.execute(
+                f"INSERT INTO orders ({_COLUMNS}) "  # noqa: S608
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                order.id,
+                order.payer_id,
+                order.payee_id,
+                order.money.amount,
+                order.money.currency,
+                order.description,
+                str(order.status),
+                order.created_at,
+                order.updated_at,
+                order.paid_at,
+                timeout=remaining(),
+            )
+
+    async def get(self, order_id: OrderId) -> Order | None:
+        row = await self._db.fetchrow(
+            f"SELECT {_COLUMNS} FROM orders WHERE id = $1",  # noqa: S608
+            order_id,
+            timeout=remaining(),
+        )
+        return None if row is None else _to_order(row)
+
+    async def get_for_update(self, order_id: OrderId) -> Order | None:
+        row = await self._db.fetchrow(
+            f"SELECT {_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE",  # noqa: S608
+            order_id,
+            timeout=remaining(),
+        )
+        return None if row is None else _to_order(row)
+
+    async def update(self, order: Order) -> None:
+        with translate_errors():
+            await self._db.execute(
+                "UPDATE orders SET status = $2, updated_at = $3, paid_at = $4 WHERE id = $1",
+                order.id,
+                str(order.status),
+                order.updated_at,
+                order.paid_at,
+                timeout=remaining(),
+            )
