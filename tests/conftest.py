@@ -6,7 +6,12 @@ cloned from a template that the migrations built once per session."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +23,7 @@ import pytest
 from ledgerline.platform.database import EmbeddedPostgres, migrate
 
 TEST_DATABASE_ENV = "LEDGERLINE_TEST_DATABASE_URL"
+TEST_REDIS_ENV = "LEDGERLINE_TEST_REDIS_URL"
 
 
 def with_database(url: str, name: str) -> str:
@@ -80,6 +86,70 @@ async def database_url(pg_server_url: str, template_database: str) -> AsyncItera
         yield with_database(pg_server_url, name)
     finally:
         await _admin_execute(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _start_redis_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return proc, url
+        time.sleep(0.05)
+    proc.kill()
+    return None
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """LEDGERLINE_TEST_REDIS_URL when set, else a redis-server this session
+    starts (when one is on PATH), else None: Redis-backed cases then skip,
+    saying why, and the PostgreSQL lock adapter is tested alone."""
+    configured = os.environ.get(TEST_REDIS_ENV)
+    if configured:
+        yield configured
+        return
+    started = _start_redis_server(tmp_path_factory.mktemp("redis"))
+    if started is None:
+        yield None
+        return
+    proc, url = started
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def require_redis(redis_url: str | None) -> str:
+    if redis_url is None:
+        pytest.skip(
+            f"no Redis: {TEST_REDIS_ENV} is unset and no redis-server is on PATH; "
+            "only the PostgreSQL lock adapter is tested"
+        )
+    return redis_url
 
 
 @pytest.fixture
