@@ -1,0 +1,166 @@
+"""A lock that expires while its holder is paused: the database transaction,
+not the lock, keeps the payment single. Real PostgreSQL, real lock service;
+the pause is injected between taking the lock and opening the transaction,
+where a stop-the-world pause hurts most."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import asyncpg
+import pytest
+import redis.asyncio as redis
+
+from ledgerline.domain.errors import FailedPreconditionError
+from ledgerline.domain.idempotency import IdempotentRequest
+from ledgerline.domain.order import Order
+from ledgerline.domain.ports import LockManager, UnitOfWork
+from ledgerline.domain.user import Email, Principal, User
+from ledgerline.platform.clock import SystemClock
+from ledgerline.platform.locks import PostgresLockManager, RedisLockManager
+from ledgerline.repository.postgres.idempotency import PostgresIdempotencyStore
+from ledgerline.repository.postgres.ledger import PostgresLedgerRepository
+from ledgerline.repository.postgres.orders import PostgresOrderRepository
+from ledgerline.repository.postgres.unit_of_work import PostgresUnitOfWorkFactory
+from ledgerline.repository.postgres.users import PostgresUserRepository
+from ledgerline.usecase.payments import NewOrder, PaymentService, PaymentSettings
+from tests.conftest import require_redis
+
+LOCK_TTL = 0.2
+PAUSE = 0.8
+CREDIT, PRICE = 10_000, 2_500
+
+
+class _PausedUnitOfWork:
+    """Delegates to a real unit of work after sleeping on the way in."""
+
+    def __init__(self, inner: UnitOfWork, pause: float) -> None:
+        self._inner = inner
+        self._pause = pause
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def __aenter__(self) -> Self:
+        await asyncio.sleep(self._pause)
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc, tb)
+
+
+class _PauseFirstPayment:
+    def __init__(self, inner: PostgresUnitOfWorkFactory) -> None:
+        self._inner = inner
+        self.pause_next = False
+
+    def __call__(self) -> UnitOfWork:
+        uow = self._inner()
+        if self.pause_next:
+            self.pause_next = False
+            return _PausedUnitOfWork(uow, PAUSE)  # type: ignore[return-value]
+        return uow
+
+
+@dataclass
+class Scene:
+    service: PaymentService
+    uow: _PauseFirstPayment
+    payer: Principal
+    order: Order
+
+
+@pytest.fixture(params=["redis", "postgres"], ids=["redis-locks", "advisory-locks"])
+async def scene(
+    request: pytest.FixtureRequest, pool: asyncpg.Pool, redis_url: str | None
+) -> AsyncIterator[Scene]:
+    client = None
+    locks: LockManager
+    if request.param == "redis":
+        client = redis.Redis.from_url(require_redis(redis_url))
+        locks = RedisLockManager(client)
+    else:
+        locks = PostgresLockManager(pool)
+    clock = SystemClock()
+    users = PostgresUserRepository(pool)
+    uow = _PauseFirstPayment(PostgresUnitOfWorkFactory(pool))
+    service = PaymentService(
+        users=users,
+        orders=PostgresOrderRepository(pool),
+        ledger=PostgresLedgerRepository(pool),
+        idempotency=PostgresIdempotencyStore(pool),
+        uow=uow,
+        locks=locks,
+        clock=clock,
+        settings=PaymentSettings(lock_ttl_seconds=LOCK_TTL),
+    )
+    people = []
+    for name in ("payer", "payee"):
+        now = clock.now()
+        user = User(
+            uuid.uuid4(), Email(f"{name}@example.com"), name, "$argon2id$x", False, now, now
+        )
+        await users.add(user)
+        people.append(user)
+    payer = Principal(people[0].id, is_admin=False)
+    admin = Principal(uuid.uuid4(), is_admin=True)
+    await service.credit(admin, payer.user_id, CREDIT, "EUR", IdempotentRequest("top-up", "fp"))
+    order = await service.create_order(payer, NewOrder(people[1].id, PRICE, "EUR"))
+    try:
+        yield Scene(service, uow, payer, order)
+    finally:
+        if client is not None:
+            await client.aclose()
+
+
+async def _charged(pool: asyncpg.Pool, scene: Scene) -> tuple[int, int]:
+    payments = await pool.fetchval(
+        "SELECT count(*) FROM transfers WHERE order_id = $1 AND kind = 'payment'", scene.order.id
+    )
+    balance = await pool.fetchval(
+        "SELECT balance FROM accounts WHERE owner_id = $1 AND currency = 'EUR'",
+        scene.payer.user_id,
+    )
+    return int(payments), int(balance)
+
+
+async def test_expired_lock_under_a_paused_holder_pays_once(
+    scene: Scene, pool: asyncpg.Pool
+) -> None:
+    scene.uow.pause_next = True
+    paused = asyncio.create_task(
+        scene.service.pay(scene.payer, scene.order.id, IdempotentRequest("key-a", "fp-a"))
+    )
+    await asyncio.sleep(LOCK_TTL * 2)  # the paused holder's lock has expired
+    second = await scene.service.pay(
+        scene.payer, scene.order.id, IdempotentRequest("key-b", "fp-b")
+    )
+    assert second.status == "paid"
+    with pytest.raises(FailedPreconditionError):
+        await paused
+    assert await _charged(pool, scene) == (1, CREDIT - PRICE)
+
+
+async def test_expired_lock_with_one_key_replays_instead_of_paying_twice(
+    scene: Scene, pool: asyncpg.Pool
+) -> None:
+    request = IdempotentRequest("same-key", "same-fingerprint")
+    scene.uow.pause_next = True
+    paused = asyncio.create_task(scene.service.pay(scene.payer, scene.order.id, request))
+    await asyncio.sleep(LOCK_TTL * 2)
+    second = await scene.service.pay(scene.payer, scene.order.id, request)
+    first = await paused
+    assert first == second
+    assert first.status == "paid"
+    assert await _charged(pool, scene) == (1, CREDIT - PRICE)
