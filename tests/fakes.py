@@ -1,17 +1,34 @@
 """In-memory fakes of the ports, for unit tests of the use cases. Written
 once, here; they behave like the real adapters where the use cases care
-(case-insensitive unique emails, rollback unless committed)."""
+(case-insensitive unique emails, non-negative wallets, one transfer of a
+kind per order, idempotency records that expire, locks with owner tokens and
+a TTL, rollback unless committed).
+
+Each repository fake is also the committed state: a use case may read it
+directly, and a unit of work works on copies of all of them and publishes the
+copies together on commit."""
 
 from __future__ import annotations
 
-import copy
+import base64
+import binascii
 import hashlib
+import itertools
+import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
 
-from ledgerline.domain.errors import ConflictError
+from ledgerline.domain.errors import (
+    ConflictError,
+    FailedPreconditionError,
+    InsufficientFundsError,
+    InvalidArgumentError,
+)
+from ledgerline.domain.idempotency import IdempotencyRecord
+from ledgerline.domain.ledger import Balance, EntryPage, LedgerEntry, Transfer, TransferKind
+from ledgerline.domain.order import Order, OrderId
 from ledgerline.domain.user import Email, User, UserId
 
 
@@ -63,21 +80,271 @@ class InMemoryUsers:
         if user_id in self.rows:
             self.rows[user_id] = replace(self.rows[user_id], is_admin=is_admin, updated_at=at)
 
+    def copy(self) -> InMemoryUsers:
+        return InMemoryUsers(dict(self.rows))
+
+    def adopt(self, other: InMemoryUsers) -> None:
+        self.rows = other.rows
+
+
+@dataclass
+class InMemoryOrders:
+    rows: dict[OrderId, Order] = field(default_factory=dict)
+
+    async def add(self, order: Order) -> None:
+        if order.id in self.rows:
+            raise ConflictError("an order with this id already exists")
+        self.rows[order.id] = order
+
+    async def get(self, order_id: OrderId) -> Order | None:
+        return self.rows.get(order_id)
+
+    async def get_for_update(self, order_id: OrderId) -> Order | None:
+        # Transactions here run one at a time, so the read is the lock.
+        return self.rows.get(order_id)
+
+    async def update(self, order: Order) -> None:
+        # Like UPDATE ... WHERE id = $1: a missing row changes nothing.
+        if order.id in self.rows:
+            self.rows[order.id] = order
+
+    def copy(self) -> InMemoryOrders:
+        return InMemoryOrders(dict(self.rows))
+
+    def adopt(self, other: InMemoryOrders) -> None:
+        self.rows = other.rows
+
+
+Account = tuple[UserId | None, str]  # (owner, None for the issuance account; currency)
+
+_CURSOR_PREFIX = "fake-v1:"
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{seq}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode()
+        if not text.startswith(_CURSOR_PREFIX):
+            raise ValueError(cursor)
+        seq = int(text.removeprefix(_CURSOR_PREFIX))
+        if seq < 1:
+            raise ValueError(cursor)
+    except (ValueError, UnicodeError, binascii.Error) as exc:
+        raise InvalidArgumentError.for_field("cursor", "is not a cursor this API gave") from exc
+    return seq
+
+
+@dataclass
+class InMemoryLedger:
+    """Double-entry ledger. ``journal`` holds every entry in the order it was
+    written (its index + 1 is the entry's sequence number); ``accounts`` the
+    balance of each account that has seen money."""
+
+    accounts: dict[Account, int] = field(default_factory=dict)
+    journal: list[LedgerEntry] = field(default_factory=list)
+    order_transfers: set[tuple[OrderId, TransferKind]] = field(default_factory=set)
+
+    async def apply(self, transfer: Transfer) -> tuple[LedgerEntry, LedgerEntry]:
+        if transfer.source == transfer.destination:
+            raise ValueError("a transfer needs two different accounts")
+        currency, amount = transfer.money.currency, transfer.money.amount
+        if transfer.order_id is not None:
+            once = (transfer.order_id, transfer.kind)
+            if once in self.order_transfers:
+                raise FailedPreconditionError(f"the order already has a {transfer.kind} transfer")
+        source: Account = (transfer.source, currency)
+        destination: Account = (transfer.destination, currency)
+        source_after = self.accounts.get(source, 0) - amount
+        # Only wallets are kept non-negative; the issuance account goes below
+        # zero by exactly the money that entered the system.
+        if transfer.source is not None and source_after < 0:
+            raise InsufficientFundsError("the wallet does not hold enough money")
+        destination_after = self.accounts.get(destination, 0) + amount
+        self.accounts[source] = source_after
+        self.accounts[destination] = destination_after
+        if transfer.order_id is not None:
+            self.order_transfers.add((transfer.order_id, transfer.kind))
+
+        def entry(owner: UserId | None, signed: int, balance: int) -> LedgerEntry:
+            return LedgerEntry(
+                id=uuid.uuid4(),
+                transfer_id=transfer.id,
+                owner_id=owner,
+                kind=transfer.kind,
+                amount=signed,
+                currency=currency,
+                balance_after=balance,
+                order_id=transfer.order_id,
+                created_at=transfer.created_at,
+            )
+
+        legs = (
+            entry(transfer.source, -amount, source_after),
+            entry(transfer.destination, amount, destination_after),
+        )
+        self.journal.extend(legs)
+        return legs
+
+    async def balances(self, owner_id: UserId) -> list[Balance]:
+        return sorted(
+            (
+                Balance(currency, amount)
+                for (owner, currency), amount in self.accounts.items()
+                if owner == owner_id
+            ),
+            key=lambda balance: balance.currency,
+        )
+
+    async def entries(self, owner_id: UserId, limit: int, cursor: str | None) -> EntryPage:
+        before = _decode_cursor(cursor) if cursor is not None else len(self.journal) + 1
+        newest_first = [
+            (seq, entry)
+            for seq, entry in reversed(list(enumerate(self.journal, start=1)))
+            if seq < before and entry.owner_id == owner_id
+        ]
+        page = newest_first[:limit]
+        next_cursor = _encode_cursor(page[-1][0]) if len(newest_first) > limit else None
+        return EntryPage(tuple(entry for _, entry in page), next_cursor)
+
+    def balance(self, owner_id: UserId | None, currency: str) -> int:
+        """A test's look at one account (0 when it never saw money)."""
+        return self.accounts.get((owner_id, currency), 0)
+
+    def copy(self) -> InMemoryLedger:
+        return InMemoryLedger(dict(self.accounts), list(self.journal), set(self.order_transfers))
+
+    def adopt(self, other: InMemoryLedger) -> None:
+        self.accounts = other.accounts
+        self.journal = other.journal
+        self.order_transfers = other.order_transfers
+
+
+@dataclass
+class InMemoryIdempotency:
+    rows: dict[tuple[UserId, str], IdempotencyRecord] = field(default_factory=dict)
+
+    async def get(self, caller_id: UserId, key: str, now: datetime) -> IdempotencyRecord | None:
+        record = self.rows.get((caller_id, key))
+        return record if record is not None and record.expires_at > now else None
+
+    async def save(self, record: IdempotencyRecord) -> bool:
+        existing = self.rows.get((record.caller_id, record.key))
+        # An expired record under the same key may be taken over.
+        if existing is not None and existing.expires_at > record.created_at:
+            return False
+        self.rows[(record.caller_id, record.key)] = record
+        return True
+
+    async def purge(self, now: datetime, batch: int) -> int:
+        expired = [key for key, record in self.rows.items() if record.expires_at <= now][:batch]
+        for key in expired:
+            del self.rows[key]
+        return len(expired)
+
+    def copy(self) -> InMemoryIdempotency:
+        return InMemoryIdempotency(dict(self.rows))
+
+    def adopt(self, other: InMemoryIdempotency) -> None:
+        self.rows = other.rows
+
+
+class InMemoryLease:
+    def __init__(self, locks: InMemoryLocks, key: str, token: int) -> None:
+        self._locks = locks
+        self.key = key
+        self.token = token
+
+    async def extend(self, ttl_seconds: float) -> bool:
+        if not self._locks.is_held_by(self.key, self.token):
+            return False
+        self._locks.held[self.key] = (self.token, self._locks.expiry(ttl_seconds))
+        return True
+
+    async def release(self) -> bool:
+        if not self._locks.is_held_by(self.key, self.token):
+            return False
+        del self._locks.held[self.key]
+        self._locks.released.append(self.key)
+        return True
+
+
+class InMemoryLocks:
+    """LockManager with owner tokens. With a clock, a lock expires ``ttl``
+    seconds after it was taken (or last extended), as a Redis key would;
+    without one it is simply held until released."""
+
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        self._clock = clock
+        self._tokens = itertools.count(1)
+        self.held: dict[str, tuple[int, datetime | None]] = {}
+        self.acquired: list[str] = []  # every key handed out, in order
+        self.released: list[str] = []  # every key released by its owner, in order
+
+    async def try_acquire(self, key: str, ttl_seconds: float) -> InMemoryLease | None:
+        if self.is_held(key):
+            return None
+        token = next(self._tokens)
+        self.held[key] = (token, self.expiry(ttl_seconds))
+        self.acquired.append(key)
+        return InMemoryLease(self, key, token)
+
+    def is_held(self, key: str) -> bool:
+        holder = self.held.get(key)
+        if holder is None:
+            return False
+        _, expires_at = holder
+        return expires_at is None or self._clock is None or self._clock.now() < expires_at
+
+    def is_held_by(self, key: str, token: int) -> bool:
+        return self.is_held(key) and self.held[key][0] == token
+
+    def expiry(self, ttl_seconds: float) -> datetime | None:
+        return None if self._clock is None else self._clock.now() + timedelta(seconds=ttl_seconds)
+
 
 class InMemoryUnitOfWork:
-    """Works on a copy of the store; commit() publishes it."""
+    """One transaction over copies of every store; commit() publishes them
+    all at once, and leaving the block without it discards them (so a failed
+    payment leaves balances, order and idempotency keys as they were).
 
-    def __init__(self, store: InMemoryUsers) -> None:
-        self._store = store
-        self._work = InMemoryUsers()
+    Transactions are serial: committing after another transaction committed
+    since this one began raises, rather than silently losing that write."""
+
+    def __init__(self, factory: InMemoryUnitOfWorkFactory) -> None:
+        self._factory = factory
+        self._users = InMemoryUsers()
+        self._orders = InMemoryOrders()
+        self._ledger = InMemoryLedger()
+        self._idempotency = InMemoryIdempotency()
+        self._began_at_version = -1
         self.committed = False
 
     @property
     def users(self) -> InMemoryUsers:
-        return self._work
+        return self._users
+
+    @property
+    def orders(self) -> InMemoryOrders:
+        return self._orders
+
+    @property
+    def ledger(self) -> InMemoryLedger:
+        return self._ledger
+
+    @property
+    def idempotency(self) -> InMemoryIdempotency:
+        return self._idempotency
 
     async def __aenter__(self) -> Self:
-        self._work = InMemoryUsers(copy.copy(self._store.rows))
+        factory = self._factory
+        self._users = factory.store.copy()
+        self._orders = factory.orders.copy()
+        self._ledger = factory.ledger.copy()
+        self._idempotency = factory.idempotency.copy()
+        self._began_at_version = factory.version
         return self
 
     async def __aexit__(
@@ -89,16 +356,43 @@ class InMemoryUnitOfWork:
         return None
 
     async def commit(self) -> None:
-        self._store.rows = self._work.rows
+        factory = self._factory
+        if factory.version != self._began_at_version:
+            raise RuntimeError("another transaction committed since this one began")
+        # Publish copies, so a write after commit cannot leak into the store.
+        factory.store.adopt(self._users.copy())
+        factory.orders.adopt(self._orders.copy())
+        factory.ledger.adopt(self._ledger.copy())
+        factory.idempotency.adopt(self._idempotency.copy())
+        factory.version += 1
+        self._began_at_version = factory.version
         self.committed = True
 
 
 class InMemoryUnitOfWorkFactory:
-    def __init__(self, store: InMemoryUsers) -> None:
-        self.store = store
+    """Holds the committed state of every store; ``store`` is the users one
+    (the name the user tests know it by)."""
+
+    def __init__(
+        self,
+        store: InMemoryUsers | None = None,
+        *,
+        orders: InMemoryOrders | None = None,
+        ledger: InMemoryLedger | None = None,
+        idempotency: InMemoryIdempotency | None = None,
+    ) -> None:
+        self.store = store if store is not None else InMemoryUsers()
+        self.orders = orders if orders is not None else InMemoryOrders()
+        self.ledger = ledger if ledger is not None else InMemoryLedger()
+        self.idempotency = idempotency if idempotency is not None else InMemoryIdempotency()
+        self.version = 0
         self.opened: list[InMemoryUnitOfWork] = []
 
+    @property
+    def users(self) -> InMemoryUsers:
+        return self.store
+
     def __call__(self) -> InMemoryUnitOfWork:
-        uow = InMemoryUnitOfWork(self.store)
+        uow = InMemoryUnitOfWork(self)
         self.opened.append(uow)
         return uow

@@ -10,13 +10,13 @@ from typing import Any
 from ledgerline.domain.errors import InvalidArgumentError
 from ledgerline.domain.user import UserId
 
-_VISIBLE_ASCII = re.compile(r"^[\x21-\x7e]{1,255}$")
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def parse_idempotency_key(raw: str | None) -> str:
     if raw is None or raw == "":
         raise InvalidArgumentError.for_field("Idempotency-Key", "the header is required")
-    if not _VISIBLE_ASCII.match(raw):
+    if not _VISIBLE_ASCII.fullmatch(raw):
         raise InvalidArgumentError.for_field(
             "Idempotency-Key", "must be 1 to 255 visible ASCII characters"
         )

@@ -1,0 +1,876 @@
+"""PaymentService with in-memory fakes: orders, exactly-once pay and refund,
+credits, wallets and idempotency keys."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+
+from ledgerline.domain.errors import (
+    DomainError,
+    FailedPreconditionError,
+    IdempotencyMismatchError,
+    InsufficientFundsError,
+    InvalidArgumentError,
+    NotFoundError,
+    PaymentInProgressError,
+    PermissionDeniedError,
+)
+from ledgerline.domain.idempotency import IdempotentRequest
+from ledgerline.domain.ledger import Balance, LedgerEntry, Transfer, TransferKind
+from ledgerline.domain.money import Money
+from ledgerline.domain.order import Order, OrderStatus
+from ledgerline.domain.user import Email, Principal, User
+from ledgerline.usecase.payments import NewOrder, PaymentService, PaymentSettings
+from tests.fakes import (
+    FakeClock,
+    InMemoryIdempotency,
+    InMemoryLedger,
+    InMemoryLocks,
+    InMemoryOrders,
+    InMemoryUnitOfWorkFactory,
+    InMemoryUsers,
+)
+
+SETTINGS = PaymentSettings(lock_ttl_seconds=5.0, idempotency_retention=timedelta(hours=2))
+PRICE = 2_500
+EUR = "EUR"
+
+
+@dataclass
+class World:
+    clock: FakeClock
+    users: InMemoryUsers
+    uow: InMemoryUnitOfWorkFactory
+    locks: InMemoryLocks
+    service: PaymentService
+    people: dict[str, Principal]
+    keys: itertools.count[int]
+
+    @property
+    def orders(self) -> InMemoryOrders:
+        return self.uow.orders
+
+    @property
+    def ledger(self) -> InMemoryLedger:
+        return self.uow.ledger
+
+    @property
+    def idempotency(self) -> InMemoryIdempotency:
+        return self.uow.idempotency
+
+    @property
+    def alice(self) -> Principal:  # the payer of the orders made here
+        return self.people["alice"]
+
+    @property
+    def bob(self) -> Principal:  # the payee
+        return self.people["bob"]
+
+    @property
+    def carol(self) -> Principal:  # a stranger to the orders
+        return self.people["carol"]
+
+    @property
+    def admin(self) -> Principal:
+        return self.people["admin"]
+
+    def request(self, fingerprint: str = "fp") -> IdempotentRequest:
+        """A fresh key; the fingerprint stands for the rest of the request."""
+        return IdempotentRequest(f"key-{next(self.keys)}", fingerprint)
+
+    def balance(self, who: str, currency: str = EUR) -> int:
+        return self.ledger.balance(self.people[who].user_id, currency)
+
+    async def fund(self, who: str, amount: int, currency: str = EUR) -> None:
+        await self.service.credit(
+            self.admin, self.people[who].user_id, amount, currency, self.request()
+        )
+
+    async def order(self, amount: int = PRICE) -> Order:
+        return await self.service.create_order(
+            self.alice, NewOrder(payee_id=self.bob.user_id, amount=amount, currency=EUR)
+        )
+
+    async def paid_order(self) -> Order:
+        await self.fund("alice", PRICE)
+        order = await self.order()
+        return await self.service.pay(self.alice, order.id, self.request())
+
+
+@pytest.fixture
+def world() -> World:
+    clock = FakeClock()
+    users = InMemoryUsers()
+    people: dict[str, Principal] = {}
+    for name in ("alice", "bob", "carol", "admin"):
+        is_admin = name == "admin"
+        user = User(
+            id=uuid.uuid4(),
+            email=Email(f"{name}@example.com"),
+            name=name.title(),
+            password_hash="unused",
+            is_admin=is_admin,
+            created_at=clock.now(),
+            updated_at=clock.now(),
+        )
+        users.rows[user.id] = user
+        people[name] = Principal(user.id, is_admin)
+    uow = InMemoryUnitOfWorkFactory(users)
+    locks = InMemoryLocks(clock)
+    service = PaymentService(
+        users=users,
+        orders=uow.orders,
+        ledger=uow.ledger,
+        idempotency=uow.idempotency,
+        uow=uow,
+        locks=locks,
+        clock=clock,
+        settings=SETTINGS,
+    )
+    return World(clock, users, uow, locks, service, people, itertools.count(1))
+
+
+def _lock_key(order: Order) -> str:
+    return f"payment-lock-{order.id}"
+
+
+async def _lock_is_free(world: World, key: str) -> bool:
+    lease = await world.locks.try_acquire(key, 1.0)
+    if lease is None:
+        return False
+    assert await lease.release()
+    return True
+
+
+# --- create_order -----------------------------------------------------------------
+
+
+async def test_create_order_stores_a_pending_order(world: World) -> None:
+    order = await world.service.create_order(
+        world.alice,
+        NewOrder(payee_id=world.bob.user_id, amount=PRICE, currency=EUR, description="  tea "),
+    )
+
+    assert order.status is OrderStatus.PENDING
+    assert (order.payer_id, order.payee_id) == (world.alice.user_id, world.bob.user_id)
+    assert order.money == Money(PRICE, EUR)
+    assert order.description == "tea"
+    assert order.created_at == order.updated_at == world.clock.now()
+    assert order.paid_at is None
+    assert world.orders.rows == {order.id: order}
+    assert [u.committed for u in world.uow.opened] == [True]
+
+
+MISSING = "missing"
+
+INVALID_ORDERS: dict[str, tuple[str, int, str, str | None, type[DomainError], list[str]]] = {
+    # id: (payee, amount, currency, description, error, fields reported)
+    "payer-is-payee": ("alice", PRICE, EUR, None, InvalidArgumentError, ["payee_id"]),
+    "amount-zero": ("bob", 0, EUR, None, InvalidArgumentError, ["amount"]),
+    "amount-over-max": ("bob", 10**12 + 1, EUR, None, InvalidArgumentError, ["amount"]),
+    "currency-lower-case": ("bob", PRICE, "eur", None, InvalidArgumentError, ["currency"]),
+    "amount-and-currency": ("bob", -5, "EURO", None, InvalidArgumentError, ["amount", "currency"]),
+    "description-too-long": ("bob", PRICE, EUR, "d" * 501, InvalidArgumentError, ["description"]),
+    "every-field": (
+        "bob",
+        0,
+        "",
+        "d" * 501,
+        InvalidArgumentError,
+        ["amount", "currency", "description"],
+    ),
+    "unknown-payee": (MISSING, PRICE, EUR, None, NotFoundError, []),
+}
+
+
+@pytest.mark.parametrize(
+    ("payee", "amount", "currency", "description", "error", "fields"),
+    INVALID_ORDERS.values(),
+    ids=list(INVALID_ORDERS),
+)
+async def test_create_order_rejects(
+    world: World,
+    payee: str,
+    amount: int,
+    currency: str,
+    description: str | None,
+    error: type[DomainError],
+    fields: list[str],
+) -> None:
+    payee_id = world.people[payee].user_id if payee != MISSING else uuid.uuid4()
+
+    with pytest.raises(error) as caught:
+        await world.service.create_order(
+            world.alice, NewOrder(payee_id, amount, currency, description)
+        )
+
+    if isinstance(caught.value, InvalidArgumentError):
+        assert [d.field for d in caught.value.details] == fields
+    assert world.orders.rows == {}
+    assert not any(u.committed for u in world.uow.opened)
+
+
+# --- get_order --------------------------------------------------------------------
+
+GET_ORDER: dict[str, tuple[str, bool]] = {
+    # id: (caller, sees the order)
+    "payer": ("alice", True),
+    "payee": ("bob", True),
+    "admin": ("admin", True),
+    "stranger": ("carol", False),
+}
+
+
+@pytest.mark.parametrize(("caller", "visible"), GET_ORDER.values(), ids=list(GET_ORDER))
+async def test_get_order_visibility(world: World, caller: str, visible: bool) -> None:
+    order = await world.order()
+
+    if visible:
+        assert await world.service.get_order(world.people[caller], order.id) == order
+    else:
+        with pytest.raises(NotFoundError):
+            await world.service.get_order(world.people[caller], order.id)
+
+
+@pytest.mark.parametrize("caller", ["alice", "admin"], ids=["user", "admin"])
+async def test_get_order_missing_is_not_found(world: World, caller: str) -> None:
+    await world.order()
+
+    with pytest.raises(NotFoundError):
+        await world.service.get_order(world.people[caller], uuid.uuid4())
+
+
+async def test_get_order_hides_whether_an_order_exists(world: World) -> None:
+    order = await world.order()
+
+    with pytest.raises(NotFoundError) as existing:
+        await world.service.get_order(world.carol, order.id)
+    with pytest.raises(NotFoundError) as missing:
+        await world.service.get_order(world.carol, uuid.uuid4())
+
+    assert existing.value.message == missing.value.message
+
+
+# --- pay --------------------------------------------------------------------------
+
+
+async def test_pay_moves_the_amount_from_payer_to_payee(world: World) -> None:
+    await world.fund("alice", 10_000)
+    order = await world.order()
+    world.clock.advance(30)
+
+    paid = await world.service.pay(world.alice, order.id, world.request())
+
+    assert paid.status is OrderStatus.PAID
+    assert paid.paid_at == paid.updated_at == world.clock.now()
+    assert paid.created_at == order.created_at
+    assert world.orders.rows[order.id] == paid
+    assert (world.balance("alice"), world.balance("bob")) == (10_000 - PRICE, PRICE)
+    payments = [e for e in world.ledger.journal if e.kind is TransferKind.PAYMENT]
+    assert [(e.owner_id, e.amount, e.order_id) for e in payments] == [
+        (world.alice.user_id, -PRICE, order.id),
+        (world.bob.user_id, PRICE, order.id),
+    ]
+    assert [e.balance_after for e in payments] == [10_000 - PRICE, PRICE]
+    assert world.locks.acquired[-1] == _lock_key(order)
+    assert world.locks.released[-1] == _lock_key(order)
+
+
+async def test_pay_stores_the_answer_under_the_key_for_the_retention(world: World) -> None:
+    await world.fund("alice", PRICE)
+    order = await world.order()
+    request = world.request("pay-fingerprint")
+
+    paid = await world.service.pay(world.alice, order.id, request)
+
+    record = world.idempotency.rows[(world.alice.user_id, request.key)]
+    assert record.fingerprint == "pay-fingerprint"
+    assert record.operation == "payment"
+    assert Order.from_snapshot(record.result) == paid
+    assert record.expires_at == world.clock.now() + SETTINGS.idempotency_retention
+
+
+async def test_pay_replay_with_the_same_request_returns_the_same_order(world: World) -> None:
+    await world.fund("alice", 10_000)
+    order = await world.order()
+    request = world.request()
+    first = await world.service.pay(world.alice, order.id, request)
+    journal = list(world.ledger.journal)
+    world.clock.advance(60)
+
+    again = await world.service.pay(world.alice, order.id, request)
+
+    assert again == first
+    assert world.ledger.journal == journal
+    assert (world.balance("alice"), world.balance("bob")) == (10_000 - PRICE, PRICE)
+
+
+async def test_pay_replay_with_a_different_request_is_a_mismatch(world: World) -> None:
+    await world.fund("alice", 10_000)
+    order = await world.order()
+    request = world.request("first")
+    await world.service.pay(world.alice, order.id, request)
+
+    with pytest.raises(IdempotencyMismatchError):
+        await world.service.pay(world.alice, order.id, IdempotentRequest(request.key, "second"))
+
+    assert (world.balance("alice"), world.balance("bob")) == (10_000 - PRICE, PRICE)
+
+
+async def test_pay_an_order_paid_under_another_key_fails_precondition(world: World) -> None:
+    await world.fund("alice", 10_000)
+    order = await world.order()
+    paid = await world.service.pay(world.alice, order.id, world.request())
+
+    with pytest.raises(FailedPreconditionError):
+        await world.service.pay(world.alice, order.id, world.request())
+
+    assert world.orders.rows[order.id] == paid
+    assert (world.balance("alice"), world.balance("bob")) == (10_000 - PRICE, PRICE)
+
+
+@pytest.mark.parametrize("funds", [0, PRICE - 1], ids=["no-wallet", "one-short"])
+async def test_pay_without_funds_changes_nothing_and_a_retry_can_succeed(
+    world: World, funds: int
+) -> None:
+    if funds:
+        await world.fund("alice", funds)
+    order = await world.order()
+    records = dict(world.idempotency.rows)
+    request = world.request()
+
+    with pytest.raises(InsufficientFundsError):
+        await world.service.pay(world.alice, order.id, request)
+
+    assert world.orders.rows[order.id] == order
+    assert (world.balance("alice"), world.balance("bob")) == (funds, 0)
+    assert world.idempotency.rows == records
+    assert world.uow.opened[-1].committed is False
+
+    await world.fund("alice", PRICE - funds)
+    paid = await world.service.pay(world.alice, order.id, request)
+
+    assert paid.status is OrderStatus.PAID
+    assert (world.balance("alice"), world.balance("bob")) == (0, PRICE)
+
+
+PAY_CALLERS: dict[str, tuple[str, type[DomainError]]] = {
+    "payee": ("bob", PermissionDeniedError),
+    "admin": ("admin", PermissionDeniedError),
+    "stranger": ("carol", NotFoundError),
+}
+
+
+@pytest.mark.parametrize(("caller", "error"), PAY_CALLERS.values(), ids=list(PAY_CALLERS))
+async def test_pay_by_anyone_but_the_payer_is_refused(
+    world: World, caller: str, error: type[DomainError]
+) -> None:
+    await world.fund("alice", PRICE)
+    await world.fund(caller, PRICE)
+    order = await world.order()
+
+    with pytest.raises(error):
+        await world.service.pay(world.people[caller], order.id, world.request())
+
+    assert world.orders.rows[order.id] == order
+    assert world.balance("alice") == PRICE
+    assert world.balance(caller) == PRICE
+
+
+async def test_pay_a_missing_order_is_not_found(world: World) -> None:
+    with pytest.raises(NotFoundError):
+        await world.service.pay(world.alice, uuid.uuid4(), world.request())
+
+
+async def test_pay_while_another_holds_the_lock_is_in_progress(world: World) -> None:
+    await world.fund("alice", PRICE)
+    order = await world.order()
+    other = await world.locks.try_acquire(_lock_key(order), SETTINGS.lock_ttl_seconds)
+    assert other is not None
+    request = world.request()
+
+    with pytest.raises(PaymentInProgressError):
+        await world.service.pay(world.alice, order.id, request)
+
+    assert world.orders.rows[order.id] == order
+    assert world.balance("alice") == PRICE
+    assert world.locks.is_held_by(other.key, other.token)  # not released by the loser
+    assert await other.release()
+    paid = await world.service.pay(world.alice, order.id, request)
+    assert paid.status is OrderStatus.PAID
+
+
+async def test_pay_takes_over_a_lock_whose_holder_let_it_expire(world: World) -> None:
+    await world.fund("alice", PRICE)
+    order = await world.order()
+    stalled = await world.locks.try_acquire(_lock_key(order), SETTINGS.lock_ttl_seconds)
+    assert stalled is not None
+    world.clock.advance(SETTINGS.lock_ttl_seconds + 1)
+
+    paid = await world.service.pay(world.alice, order.id, world.request())
+
+    assert paid.status is OrderStatus.PAID
+    assert await stalled.release() is False  # the stalled holder frees nothing
+
+
+async def _pay_succeeds(world: World, order: Order) -> None:
+    await world.fund("alice", PRICE)
+    await world.service.pay(world.alice, order.id, world.request())
+
+
+async def _pay_lacks_funds(world: World, order: Order) -> None:
+    with pytest.raises(InsufficientFundsError):
+        await world.service.pay(world.alice, order.id, world.request())
+
+
+async def _pay_by_payee(world: World, order: Order) -> None:
+    with pytest.raises(PermissionDeniedError):
+        await world.service.pay(world.bob, order.id, world.request())
+
+
+async def _pay_by_stranger(world: World, order: Order) -> None:
+    with pytest.raises(NotFoundError):
+        await world.service.pay(world.carol, order.id, world.request())
+
+
+async def _pay_twice(world: World, order: Order) -> None:
+    await _pay_succeeds(world, order)
+    with pytest.raises(FailedPreconditionError):
+        await world.service.pay(world.alice, order.id, world.request())
+
+
+async def _refund_pending(world: World, order: Order) -> None:
+    with pytest.raises(FailedPreconditionError):
+        await world.service.refund(world.bob, order.id, world.request())
+
+
+Outcome = Callable[[World, Order], Awaitable[None]]
+
+LOCK_OUTCOMES: dict[str, Outcome] = {
+    "pay-succeeds": _pay_succeeds,
+    "pay-lacks-funds": _pay_lacks_funds,
+    "pay-by-payee": _pay_by_payee,
+    "pay-by-stranger": _pay_by_stranger,
+    "pay-already-paid": _pay_twice,
+    "refund-pending": _refund_pending,
+}
+
+
+@pytest.mark.parametrize("outcome", LOCK_OUTCOMES.values(), ids=list(LOCK_OUTCOMES))
+async def test_the_payment_lock_is_released_on_every_outcome(
+    world: World, outcome: Outcome
+) -> None:
+    order = await world.order()
+
+    await outcome(world, order)
+
+    assert _lock_key(order) in world.locks.acquired
+    assert await _lock_is_free(world, _lock_key(order))
+
+
+async def test_concurrent_pays_with_different_keys_pay_exactly_once(world: World) -> None:
+    await world.fund("alice", 10 * PRICE)
+    order = await world.order()
+
+    results = await asyncio.gather(
+        *(world.service.pay(world.alice, order.id, world.request()) for _ in range(10)),
+        return_exceptions=True,
+    )
+
+    paid = [r for r in results if isinstance(r, Order)]
+    refused = [r for r in results if not isinstance(r, Order)]
+    assert len(paid) == 1
+    assert all(isinstance(r, PaymentInProgressError | FailedPreconditionError) for r in refused)
+    assert (world.balance("alice"), world.balance("bob")) == (9 * PRICE, PRICE)
+    assert len([e for e in world.ledger.journal if e.kind is TransferKind.PAYMENT]) == 2
+
+
+async def test_concurrent_pays_with_one_key_pay_once_and_agree(world: World) -> None:
+    await world.fund("alice", 10 * PRICE)
+    order = await world.order()
+    request = world.request()
+
+    results = await asyncio.gather(
+        *(world.service.pay(world.alice, order.id, request) for _ in range(10)),
+        return_exceptions=True,
+    )
+
+    paid = [r for r in results if isinstance(r, Order)]
+    assert paid
+    assert all(p == paid[0] for p in paid)
+    assert all(isinstance(r, Order | PaymentInProgressError) for r in results)
+    assert (world.balance("alice"), world.balance("bob")) == (9 * PRICE, PRICE)
+    assert await world.service.pay(world.alice, order.id, request) == paid[0]
+
+
+async def test_without_a_working_lock_the_transaction_still_pays_once(world: World) -> None:
+    # A TTL of zero: every lease has expired by the time it is used, as under
+    # a paused process. The lock no longer keeps anyone out.
+    service = PaymentService(
+        users=world.users,
+        orders=world.orders,
+        ledger=world.ledger,
+        idempotency=world.idempotency,
+        uow=world.uow,
+        locks=world.locks,
+        clock=world.clock,
+        settings=PaymentSettings(lock_ttl_seconds=0.0),
+    )
+    await world.fund("alice", 10 * PRICE)
+    order = await world.order()
+
+    results = await asyncio.gather(
+        *(service.pay(world.alice, order.id, world.request()) for _ in range(10)),
+        return_exceptions=True,
+    )
+
+    paid = [r for r in results if isinstance(r, Order)]
+    refused = [r for r in results if not isinstance(r, Order)]
+    assert len(paid) == 1
+    assert len(refused) == 9
+    assert all(isinstance(r, FailedPreconditionError) for r in refused)
+    assert (world.balance("alice"), world.balance("bob")) == (9 * PRICE, PRICE)
+
+
+# --- refund -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("caller", ["bob", "admin"], ids=["payee", "admin"])
+async def test_refund_moves_the_money_back(world: World, caller: str) -> None:
+    paid = await world.paid_order()
+    world.clock.advance(60)
+
+    refunded = await world.service.refund(world.people[caller], paid.id, world.request())
+
+    assert refunded.status is OrderStatus.REFUNDED
+    assert refunded.paid_at == paid.paid_at
+    assert refunded.updated_at == world.clock.now()
+    assert world.orders.rows[paid.id] == refunded
+    assert (world.balance("alice"), world.balance("bob")) == (PRICE, 0)
+    refunds = [e for e in world.ledger.journal if e.kind is TransferKind.REFUND]
+    assert [(e.owner_id, e.amount) for e in refunds] == [
+        (world.bob.user_id, -PRICE),
+        (world.alice.user_id, PRICE),
+    ]
+
+
+async def test_refund_happens_once(world: World) -> None:
+    paid = await world.paid_order()
+    request = world.request()
+    refunded = await world.service.refund(world.bob, paid.id, request)
+
+    assert await world.service.refund(world.bob, paid.id, request) == refunded
+    with pytest.raises(FailedPreconditionError):
+        await world.service.refund(world.bob, paid.id, world.request())
+    with pytest.raises(FailedPreconditionError):
+        await world.service.refund(world.admin, paid.id, world.request())
+
+    assert (world.balance("alice"), world.balance("bob")) == (PRICE, 0)
+    assert len([e for e in world.ledger.journal if e.kind is TransferKind.REFUND]) == 2
+
+
+async def test_refund_replay_with_a_different_request_is_a_mismatch(world: World) -> None:
+    paid = await world.paid_order()
+    request = world.request("first")
+    await world.service.refund(world.bob, paid.id, request)
+
+    with pytest.raises(IdempotencyMismatchError):
+        await world.service.refund(world.bob, paid.id, IdempotentRequest(request.key, "second"))
+
+
+async def test_refund_of_a_pending_order_fails_precondition(world: World) -> None:
+    order = await world.order()
+
+    with pytest.raises(FailedPreconditionError):
+        await world.service.refund(world.bob, order.id, world.request())
+
+    assert world.orders.rows[order.id] == order
+
+
+REFUND_CALLERS: dict[str, tuple[str, type[DomainError]]] = {
+    "payer": ("alice", PermissionDeniedError),
+    "stranger": ("carol", NotFoundError),
+}
+
+
+@pytest.mark.parametrize(("caller", "error"), REFUND_CALLERS.values(), ids=list(REFUND_CALLERS))
+async def test_refund_by_payer_or_stranger_is_refused(
+    world: World, caller: str, error: type[DomainError]
+) -> None:
+    paid = await world.paid_order()
+
+    with pytest.raises(error):
+        await world.service.refund(world.people[caller], paid.id, world.request())
+
+    assert world.orders.rows[paid.id] == paid
+    assert (world.balance("alice"), world.balance("bob")) == (0, PRICE)
+
+
+async def test_refund_when_the_payee_spent_the_money_lacks_funds(world: World) -> None:
+    paid = await world.paid_order()
+    onward = await world.service.create_order(
+        world.bob, NewOrder(payee_id=world.carol.user_id, amount=PRICE, currency=EUR)
+    )
+    await world.service.pay(world.bob, onward.id, world.request())
+
+    with pytest.raises(InsufficientFundsError):
+        await world.service.refund(world.bob, paid.id, world.request())
+
+    assert world.orders.rows[paid.id] == paid
+    assert (world.balance("alice"), world.balance("bob"), world.balance("carol")) == (0, 0, PRICE)
+
+
+# --- credit -----------------------------------------------------------------------
+
+
+async def test_credit_puts_money_in_the_wallet(world: World) -> None:
+    credit = await world.service.credit(world.admin, world.bob.user_id, 700, EUR, world.request())
+    second = await world.service.credit(world.admin, world.bob.user_id, 300, EUR, world.request())
+
+    assert (credit.user_id, credit.money, credit.balance) == (
+        world.bob.user_id,
+        Money(700, EUR),
+        700,
+    )
+    assert second.balance == 1_000
+    assert await world.service.balances(world.bob) == [Balance(EUR, 1_000)]
+    assert world.ledger.balance(None, EUR) == -1_000  # the issuance account
+    entry_ids = {e.id for e in world.ledger.journal if e.owner_id == world.bob.user_id}
+    assert entry_ids == {credit.entry_id, second.entry_id}
+
+
+async def test_credit_by_a_non_admin_is_denied(world: World) -> None:
+    with pytest.raises(PermissionDeniedError):
+        await world.service.credit(world.alice, world.alice.user_id, 700, EUR, world.request())
+
+    assert world.balance("alice") == 0
+
+
+async def test_credit_to_an_unknown_user_is_not_found(world: World) -> None:
+    with pytest.raises(NotFoundError):
+        await world.service.credit(world.admin, uuid.uuid4(), 700, EUR, world.request())
+
+    assert world.ledger.journal == []
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "fields"),
+    [(0, EUR, ["amount"]), (700, "eur", ["currency"]), (-1, "", ["amount", "currency"])],
+    ids=["amount-zero", "currency-lower-case", "both"],
+)
+async def test_credit_invalid_money_is_rejected(
+    world: World, amount: int, currency: str, fields: list[str]
+) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        await world.service.credit(
+            world.admin, world.bob.user_id, amount, currency, world.request()
+        )
+
+    assert [d.field for d in caught.value.details] == fields
+    assert world.ledger.journal == []
+
+
+async def test_credit_replay_returns_the_same_credit_once(world: World) -> None:
+    request = world.request()
+    first = await world.service.credit(world.admin, world.bob.user_id, 700, EUR, request)
+
+    again = await world.service.credit(world.admin, world.bob.user_id, 700, EUR, request)
+
+    assert again == first
+    assert world.balance("bob") == 700
+    assert len(world.ledger.journal) == 2
+    assert await _lock_is_free(world, f"credit-lock-{world.admin.user_id}-{request.key}")
+
+
+async def test_credit_replay_with_a_different_request_is_a_mismatch(world: World) -> None:
+    request = world.request("700 to bob")
+    await world.service.credit(world.admin, world.bob.user_id, 700, EUR, request)
+
+    with pytest.raises(IdempotencyMismatchError):
+        await world.service.credit(
+            world.admin, world.bob.user_id, 900, EUR, IdempotentRequest(request.key, "900 to bob")
+        )
+
+    assert world.balance("bob") == 700
+
+
+async def test_credit_key_is_new_again_after_its_retention(world: World) -> None:
+    request = world.request()
+    await world.service.credit(world.admin, world.bob.user_id, 700, EUR, request)
+    world.clock.advance(SETTINGS.idempotency_retention.total_seconds())
+
+    again = await world.service.credit(world.admin, world.bob.user_id, 700, EUR, request)
+
+    assert again.balance == 1_400
+    assert world.balance("bob") == 1_400
+
+
+# --- balances and entries -------------------------------------------------------
+
+
+async def test_balances_list_only_the_callers_wallets_by_currency(world: World) -> None:
+    await world.fund("alice", 300, "USD")
+    await world.fund("alice", 100, EUR)
+    await world.fund("bob", 999, "GBP")
+
+    assert await world.service.balances(world.alice) == [Balance(EUR, 100), Balance("USD", 300)]
+    assert await world.service.balances(world.carol) == []
+
+
+@pytest.mark.parametrize("limit", [0, -1, 101], ids=["zero", "negative", "over-max"])
+async def test_entries_limit_out_of_range_is_invalid(world: World, limit: int) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        await world.service.entries(world.alice, limit=limit)
+
+    assert [d.field for d in caught.value.details] == ["limit"]
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["", "not-a-cursor", "djE6MQ", "ZmFrZS12MTow"],
+    ids=["empty", "garbage", "another-stores-cursor", "sequence-zero"],
+)
+async def test_entries_with_a_cursor_it_did_not_make_is_invalid(world: World, cursor: str) -> None:
+    await world.fund("alice", 100)
+
+    with pytest.raises(InvalidArgumentError) as caught:
+        await world.service.entries(world.alice, limit=10, cursor=cursor)
+
+    assert [d.field for d in caught.value.details] == ["cursor"]
+
+
+@pytest.mark.parametrize(
+    "limit", [1, 3, 5, 7, 100], ids=["one", "three", "exactly-all", "more-than-all", "max"]
+)
+async def test_entries_pages_return_each_entry_once_newest_first(world: World, limit: int) -> None:
+    for amount in (100, 200, 300):
+        await world.fund("alice", amount)
+        await world.fund("bob", amount)  # entries of someone else in between
+    for _ in range(2):
+        order = await world.order(amount=50)
+        await world.service.pay(world.alice, order.id, world.request())
+    expected = [e for e in reversed(world.ledger.journal) if e.owner_id == world.alice.user_id]
+    assert len(expected) == 5
+
+    seen: list[LedgerEntry] = []
+    pages = 0
+    cursor: str | None = None
+    while True:
+        page = await world.service.entries(world.alice, limit=limit, cursor=cursor)
+        pages += 1
+        assert len(page.entries) <= limit
+        seen.extend(page.entries)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+
+    assert seen == expected
+    assert len({e.id for e in seen}) == len(seen)
+    assert pages == -(-len(expected) // limit)
+    assert [e.balance_after for e in seen] == [500, 550, 600, 300, 100]
+
+
+async def test_entries_of_an_empty_wallet_is_one_empty_page(world: World) -> None:
+    page = await world.service.entries(world.carol)
+
+    assert page.entries == ()
+    assert page.next_cursor is None
+
+
+# --- purge_idempotency_keys -----------------------------------------------------
+
+
+async def test_purge_removes_only_expired_keys(world: World) -> None:
+    old = world.request()
+    await world.service.credit(world.admin, world.bob.user_id, 100, EUR, old)
+    world.clock.advance(3600)
+    young = world.request()
+    await world.service.credit(world.admin, world.bob.user_id, 100, EUR, young)
+    world.clock.advance(SETTINGS.idempotency_retention.total_seconds() - 3600)
+
+    purged = await world.service.purge_idempotency_keys()
+
+    assert purged == 1
+    assert set(world.idempotency.rows) == {(world.admin.user_id, young.key)}
+    assert await world.service.purge_idempotency_keys() == 0
+
+
+async def test_purge_deletes_at_most_a_batch(world: World) -> None:
+    for _ in range(5):
+        await world.fund("bob", 100)
+    world.clock.advance(SETTINGS.idempotency_retention.total_seconds() + 1)
+
+    assert await world.service.purge_idempotency_keys(batch=2) == 2
+    assert await world.service.purge_idempotency_keys(batch=2) == 2
+    assert await world.service.purge_idempotency_keys(batch=2) == 1
+    assert world.idempotency.rows == {}
+    assert world.balance("bob") == 500  # purging keys never touches money
+
+
+# --- the fakes behave like the adapters ---------------------------------------
+
+
+async def test_fake_ledger_refuses_a_second_transfer_of_a_kind_for_an_order(
+    world: World,
+) -> None:
+    paid = await world.paid_order()
+    await world.fund("alice", PRICE)  # money is not what stops it
+    again = Transfer(
+        uuid.uuid4(),
+        TransferKind.PAYMENT,
+        world.alice.user_id,
+        world.bob.user_id,
+        paid.money,
+        paid.id,
+        world.clock.now(),
+    )
+
+    async with world.uow() as uow:
+        with pytest.raises(FailedPreconditionError):
+            await uow.ledger.apply(again)
+
+    assert (world.balance("alice"), world.balance("bob")) == (PRICE, PRICE)
+
+
+async def test_fake_unit_of_work_discards_what_it_did_not_commit(world: World) -> None:
+    order = await world.order()
+
+    async with world.uow() as uow:
+        await uow.orders.update(order.pay(world.clock.now()))
+        await uow.ledger.apply(
+            Transfer(
+                uuid.uuid4(),
+                TransferKind.CREDIT,
+                None,
+                world.alice.user_id,
+                Money(5, EUR),
+                None,
+                world.clock.now(),
+            )
+        )
+
+    assert world.orders.rows[order.id] == order
+    assert world.ledger.journal == []
+    assert world.balance("alice") == 0
+
+
+async def test_fake_lease_releases_only_its_own_lock(world: World) -> None:
+    first = await world.locks.try_acquire("k", 1.0)
+    assert first is not None
+    assert await world.locks.try_acquire("k", 1.0) is None
+    world.clock.advance(2)
+    second = await world.locks.try_acquire("k", 1.0)
+    assert second is not None
+
+    assert await first.release() is False
+    assert await first.extend(10) is False
+    assert world.locks.is_held_by("k", second.token)
+    assert await second.release() is True
+    assert not world.locks.is_held("k")
