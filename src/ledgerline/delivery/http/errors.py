@@ -20,14 +20,23 @@ from ledgerline.domain.errors import DomainError, FieldViolation
 INTERNAL_MESSAGE = "internal server error"
 
 
-class BodyTooLargeError(Exception):
-    """The request body passed the size limit while it was being read."""
+class BodyTooLargeError(StarletteHTTPException):
+    """The request body passed the size limit while it was being read. An
+    HTTPException, because the framework turns any other error raised while
+    it reads a body into a 400."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "request body is too large")
 
 
 def error_body(
-    code: str, message: str, details: tuple[FieldViolation, ...] | list[dict[str, str]] = ()
+    status: int,
+    code: str,
+    message: str,
+    details: tuple[FieldViolation, ...] | list[dict[str, str]] = (),
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"message": message, "code": code}
+    # API.md: a 5xx never leaks internals; its message is always the same.
+    body: dict[str, Any] = {"message": INTERNAL_MESSAGE if status >= 500 else message, "code": code}
     if details:
         body["details"] = [
             {"field": d.field, "message": d.message} if isinstance(d, FieldViolation) else d
@@ -42,13 +51,15 @@ def error_response(
     message: str,
     details: tuple[FieldViolation, ...] | list[dict[str, str]] = (),
     headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
-    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+    body = {**error_body(status, code, message, details), **(extra or {})}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def send_error(send: Send, status: int, code: str, message: str) -> None:
     """For the ASGI middleware, which answers before or around the framework."""
-    payload = json.dumps(error_body(code, message)).encode()
+    payload = json.dumps(error_body(status, code, message)).encode()
     await send(
         {
             "type": "http.response.start",
@@ -71,10 +82,9 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     status = mapping_for(exc.code).http_status
-    message = INTERNAL_MESSAGE if status >= 500 and exc.code == "internal" else exc.message
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     details = getattr(exc, "details", ())
-    return error_response(status, exc.code, message, details, headers)
+    return error_response(status, exc.code, exc.message, details, headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -90,12 +100,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = HTTP_ONLY_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "error")
-    message = INTERNAL_MESSAGE if exc.status_code >= 500 else str(exc.detail)
-    return error_response(exc.status_code, code, message, headers=exc.headers)
-
-
-async def _body_too_large(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(413, "payload_too_large", "request body is too large")
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
 async def _timeout(_: Request, exc: Exception) -> JSONResponse:
@@ -111,6 +116,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(BodyTooLargeError, _body_too_large)
     app.add_exception_handler(TimeoutError, _timeout)
     app.add_exception_handler(Exception, _unexpected)

@@ -63,7 +63,7 @@ class RequestEnvelope:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self._max_body:
-                    raise BodyTooLargeError
+                    raise BodyTooLargeError()
             return message
 
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -76,6 +76,11 @@ class RequestEnvelope:
             with deadline_scope(self._timeout):
                 async with asyncio.timeout(self._timeout):
                     await self._app(scope, limited_receive, send_with_id)
+        except BodyTooLargeError:
+            if not response_started:
+                await send_error(
+                    send_with_id, 413, "payload_too_large", "request body is too large"
+                )
         except TimeoutError:
             if not response_started:
                 await send_error(send_with_id, 504, "deadline_exceeded", "deadline exceeded")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 
-from ledgerline.delivery.http.errors import error_body
-from ledgerline.delivery.http.schemas import HealthResponse, ReadinessResponse
+from ledgerline.delivery.http.errors import error_response
+from ledgerline.delivery.http.schemas import HealthResponse, NotReadyResponse, ReadinessResponse
 from ledgerline.platform.health import Readiness
 from ledgerline.platform.metrics import HTTPMetrics
 
@@ -20,21 +21,22 @@ def operations_router(readiness: Readiness, metrics: HTTPMetrics) -> APIRouter:
     @router.get(
         "/readyz",
         summary="Readiness",
-        responses={503: {"description": "a dependency is down, or shutdown has begun"}},
-    )
-    async def readyz(response: Response) -> ReadinessResponse | dict[str, object]:
-        if readiness.shutting_down:
-            response.status_code = 503
-            return error_body("unavailable", "shutting down")
-        checks = await readiness.check()
-        failed = sorted(name for name, state in checks.items() if state != "ok")
-        if failed:
-            response.status_code = 503
-            return {
-                **error_body("unavailable", f"not ready: {', '.join(failed)}"),
-                "checks": checks,
+        response_model=ReadinessResponse,
+        responses={
+            503: {
+                "model": NotReadyResponse,
+                "description": "a dependency is down (named in checks), or shutdown has begun",
             }
-        return ReadinessResponse(checks=checks)
+        },
+    )
+    async def readyz() -> Response:
+        if readiness.shutting_down:
+            checks = {"shutdown": "in_progress"}
+        else:
+            checks = await readiness.check()
+        if readiness.shutting_down or any(state != "ok" for state in checks.values()):
+            return error_response(503, "unavailable", "not ready", extra={"checks": checks})
+        return JSONResponse(ReadinessResponse(checks=checks).model_dump())
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:

@@ -76,6 +76,10 @@ class ReadinessResponse(BaseModel):
     checks: dict[str, str]
 
 
+class NotReadyResponse(ErrorResponse):
+    checks: dict[str, str]
+
+
 # Wallets and payments --------------------------------------------------------
 
 # Strict: a JSON 12.0, "12" or true is not an amount. Money is never a float.

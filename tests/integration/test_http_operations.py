@@ -1,0 +1,367 @@
+"""API.md "Operations" through HTTP (health, readiness, metrics, OpenAPI),
+plus the envelope's deadline and its 5xx rule. One behaviour per table row."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from ledgerline.app import Application, Overrides, Runtime
+from ledgerline.domain.ports import PasswordHasher
+from tests.conftest import with_database
+from tests.integration.conftest import JWT_SECRET, PASSWORD, AccountFactory, cheap_settings
+
+FAKE_HASH = "$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+SECRET = "secret detail"
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert isinstance(body, dict)
+    assert isinstance(body.get("message"), str)
+    assert body["message"]
+    assert body.get("code") == code, body
+    assert response.headers.get("X-Request-ID")
+    return body
+
+
+async def user_count(pool: asyncpg.Pool) -> int:
+    count = await pool.fetchval("SELECT count(*) FROM users")
+    assert isinstance(count, int)
+    return count
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    database_url: str, hasher: PasswordHasher, **settings: object
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A separate application (own settings, own hasher) on the test's database."""
+    app = Application(
+        cheap_settings(**settings), Runtime(database_url, JWT_SECRET), Overrides(hasher=hasher)
+    )
+    await app.start()
+    try:
+        assert app.http is not None
+        transport = httpx.ASGITransport(app=app.http)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ledgerline.test") as c:
+            yield c
+    finally:
+        await app.stop()
+
+
+# --------------------------------------------------------------------------
+# Liveness and readiness
+
+
+async def test_healthz_is_200_ok(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_is_200_when_the_database_answers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        pytest.param("/readyz", 503, id="readyz-503"),
+        pytest.param("/healthz", 200, id="healthz-still-200"),
+    ],
+)
+async def test_from_the_moment_shutdown_begins(
+    client: httpx.AsyncClient, application: Application, path: str, status: int
+) -> None:
+    assert application.readiness is not None
+    application.readiness.shutting_down = True
+
+    response = await client.get(path)
+
+    if status == 503:
+        assert_error(response, 503, "unavailable")
+    else:
+        assert response.status_code == status
+        assert response.json() == {"status": "ok"}
+
+
+@contextlib.asynccontextmanager
+async def database_refusing_connections(
+    pg_server_url: str, database_url: str
+) -> AsyncIterator[None]:
+    """The test's database stops accepting connections and drops the ones it
+    has; afterwards it accepts them again."""
+    name = urlsplit(database_url).path.lstrip("/")
+    admin = await asyncpg.connect(with_database(pg_server_url, "postgres"))
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        try:
+            yield
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    finally:
+        await admin.close()
+
+
+@pytest.mark.parametrize(
+    "aspect",
+    [
+        pytest.param("status-503", id="status-503"),
+        pytest.param("names-the-database", id="names-the-database"),
+        pytest.param(
+            "error-envelope",
+            id="error-envelope-unavailable",
+        ),
+        pytest.param(
+            "not-reporting-ok",
+            id="body-does-not-say-ok",
+        ),
+        pytest.param("ready-again-after", id="ready-again-after"),
+    ],
+)
+async def test_readyz_when_the_database_is_down(
+    client: httpx.AsyncClient, pg_server_url: str, database_url: str, aspect: str
+) -> None:
+    async with database_refusing_connections(pg_server_url, database_url):
+        await asyncio.sleep(0.1)  # let the pool notice its connections are gone
+        down = await client.get("/readyz")
+
+    if aspect == "status-503":
+        assert down.status_code == 503
+    elif aspect == "names-the-database":
+        assert down.status_code == 503
+        assert "database" in down.text
+    elif aspect == "error-envelope":
+        body = assert_error(down, 503, "unavailable")
+        assert body["message"] == "internal server error"  # API.md: every 5xx says only this
+        assert body["checks"]["database"] == "unavailable"
+    elif aspect == "not-reporting-ok":
+        assert down.json().get("status") != "ok"
+    else:
+        back = await client.get("/readyz")
+        assert back.status_code == 200, back.text
+
+
+# --------------------------------------------------------------------------
+# Metrics
+
+
+@pytest.mark.parametrize(
+    ("path", "route_label"),
+    [
+        pytest.param("/v1/users/me", "/v1/users/me", id="static-route"),
+        pytest.param(
+            "/v1/users/6f1b1f3e-2a4c-4d5e-8f70-123456789abc",
+            "/v1/users/{user_id}",
+            id="templated-route-not-raw-id",
+        ),
+        pytest.param("/healthz", "/healthz", id="operations-route"),
+    ],
+)
+async def test_metrics_count_requests_by_route_template(
+    client: httpx.AsyncClient, make_account: AccountFactory, path: str, route_label: str
+) -> None:
+    account = await make_account("ada@example.com")
+    await client.get(path, headers=account.auth)
+
+    response = await client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    lines = [
+        line
+        for line in response.text.splitlines()
+        if line.startswith("ledgerline_http_requests_total{")
+    ]
+    assert any(f'route="{route_label}"' in line and 'method="GET"' in line for line in lines), lines
+
+
+async def test_metrics_do_not_label_unmatched_paths_by_their_raw_path(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.get("/no/such/route-4f2a")).status_code == 404
+
+    response = await client.get("/metrics")
+
+    assert response.status_code == 200
+    assert "ledgerline_http_requests_total" in response.text
+    assert "route-4f2a" not in response.text
+
+
+# --------------------------------------------------------------------------
+# OpenAPI
+
+
+@pytest.fixture
+async def openapi(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert isinstance(document, dict)
+    return document
+
+
+async def test_openapi_is_version_3_1(openapi: dict[str, Any]) -> None:
+    assert isinstance(openapi["openapi"], str)
+    assert openapi["openapi"].startswith("3.1")
+
+
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        pytest.param("/v1/users", "post", id="register"),
+        pytest.param("/v1/users", "get", id="find-by-email"),
+        pytest.param("/v1/auth/token", "post", id="login"),
+        pytest.param("/v1/users/me", "get", id="me"),
+        pytest.param("/v1/users/{user_id}", "get", id="by-id"),
+        pytest.param("/healthz", "get", id="healthz"),
+        pytest.param("/readyz", "get", id="readyz"),
+    ],
+)
+async def test_openapi_documents_the_path(openapi: dict[str, Any], path: str, method: str) -> None:
+    assert method in openapi["paths"][path]
+
+
+async def test_docs_is_an_html_page(client: httpx.AsyncClient) -> None:
+    response = await client.get("/docs")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "<html" in response.text.lower()
+    assert "/openapi.json" in response.text
+
+
+# --------------------------------------------------------------------------
+# The request deadline: 504 deadline_exceeded, nothing stored
+
+
+class SlowHasher:
+    """Takes a second for anything: far past a 50 ms request deadline."""
+
+    async def hash(self, password: str) -> str:
+        await asyncio.sleep(1)
+        return FAKE_HASH
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        await asyncio.sleep(1)
+        return False
+
+    async def waste_time(self, password: str) -> None:
+        await asyncio.sleep(1)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        pytest.param(
+            "/v1/users",
+            {"email": "slow@example.com", "password": PASSWORD, "name": "Slow"},
+            id="register",
+        ),
+        pytest.param(
+            "/v1/auth/token", {"email": "slow@example.com", "password": PASSWORD}, id="login"
+        ),
+    ],
+)
+async def test_a_request_past_its_deadline_is_504(
+    database_url: str, pool: asyncpg.Pool, path: str, body: dict[str, str]
+) -> None:
+    async with serving(database_url, SlowHasher(), request_timeout_seconds=0.05) as client:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        response = await client.post(path, json=body)
+        elapsed = loop.time() - started
+
+    assert_error(response, 504, "deadline_exceeded")
+    assert set(response.json()) == {"message", "code"}
+    assert elapsed < 0.9  # answered at the deadline, not after the slow work
+    await asyncio.sleep(1.1)  # had the work gone on, it would have finished by now
+    assert await user_count(pool) == 0
+
+
+# --------------------------------------------------------------------------
+# A 5xx never leaks internals
+
+
+class ExplodingHasher:
+    async def hash(self, password: str) -> str:
+        raise RuntimeError(SECRET)
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        raise RuntimeError(SECRET)
+
+    async def waste_time(self, password: str) -> None:
+        raise RuntimeError(SECRET)
+
+
+class NonArgonHasher:
+    """Returns a hash the database's check constraint refuses: an unexpected
+    database error whose text names the constraint."""
+
+    async def hash(self, password: str) -> str:
+        return f"plain:{SECRET}"
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        return False
+
+    async def waste_time(self, password: str) -> None:
+        return None
+
+
+INTERNALS = (SECRET, "RuntimeError", "Traceback", "ck_users_password_hash_argon2id", "asyncpg")
+
+
+@pytest.mark.parametrize(
+    ("hasher", "path", "body"),
+    [
+        pytest.param(
+            ExplodingHasher(),
+            "/v1/users",
+            {"email": "boom@example.com", "password": PASSWORD, "name": "Boom"},
+            id="exception-in-register",
+        ),
+        pytest.param(
+            ExplodingHasher(),
+            "/v1/auth/token",
+            {"email": "boom@example.com", "password": PASSWORD},
+            id="exception-in-login",
+        ),
+        pytest.param(
+            NonArgonHasher(),
+            "/v1/users",
+            {"email": "boom@example.com", "password": PASSWORD, "name": "Boom"},
+            id="database-constraint-error",
+        ),
+    ],
+)
+async def test_a_500_never_leaks_internals(
+    database_url: str,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    path: str,
+    body: dict[str, str],
+) -> None:
+    async with serving(database_url, hasher) as client:
+        response = await client.post(path, json=body)
+
+    assert response.status_code == 500
+    assert response.json() == {"message": "internal server error", "code": "internal"}
+    assert response.headers.get("X-Request-ID")
+    for internal in INTERNALS:
+        assert internal not in response.text
+    assert await user_count(pool) == 0
