@@ -46,6 +46,19 @@ async def client(application: Application) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+@pytest.fixture
+async def no_server_errors(client: httpx.AsyncClient) -> AsyncIterator[None]:
+    """Opt-in for a module: any 5xx the client receives fails the test."""
+
+    async def check(response: httpx.Response) -> None:
+        await response.aread()
+        assert response.status_code < 500, (response.status_code, response.text)
+
+    client.event_hooks["response"].append(check)
+    yield
+    client.event_hooks["response"].remove(check)
+
+
 @dataclass(frozen=True)
 class Account:
     id: str
