@@ -1,0 +1,567 @@
+"""Load benchmark: `GET /v1/users/me` against a bare FastAPI + asyncpg
+baseline, and `POST /v1/users` throughput, with wrk, on this machine.
+
+    .venv/bin/python -m bench.run            # from the repository root
+    .venv/bin/python bench/run.py --duration 15 --connections 64
+
+Steps: create a fresh database `ledgerline_bench` on the machine's PostgreSQL,
+`ledgerline migrate` it, start `ledgerline serve --workers 2` (default INFO
+access log on; its stderr goes to /dev/null and/or a file, see
+--service-log), register a user, log in, run wrk on GET /v1/users/me with the
+bearer token, run wrk on POST /v1/users with unique emails, stop the service
+(SIGTERM); then start bench/baseline_app.py (2 workers) on the same database
+for the same user, run the same GET wrk, stop it, print the figures and the
+ratio, and drop the database. Everything is on loopback, bounded in time,
+and stopped in `finally` blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+BENCH_DB = "ledgerline_bench"
+TARGET_RATIO = 0.80
+
+POST_LUA = r"""
+-- Unique email per request: thread id + a random prefix + a counter.
+local threads = {}
+local counter = 0
+statuses = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("tid", #threads)
+end
+
+function init(args)
+  math.randomseed(os.time() + tid * 7919)
+  prefix = string.format("%d-%d", tid, math.random(1, 1000000000))
+end
+
+function request()
+  counter = counter + 1
+  local body = string.format(
+    '{"email":"bench-%s-%d@example.com","password":"correct horse battery","name":"Bench User"}',
+    prefix, counter)
+  return wrk.format("POST", "/v1/users", {["Content-Type"] = "application/json"}, body)
+end
+
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local total = {}
+  for _, thread in ipairs(threads) do
+    local s = thread:get("statuses")
+    for code, n in pairs(s) do
+      total[code] = (total[code] or 0) + n
+    end
+  end
+  for code, n in pairs(total) do
+    io.write(string.format("STATUS %d %d\n", code, n))
+  end
+end
+"""
+
+
+# --------------------------------------------------------------------- wrk
+
+
+@dataclass
+class WrkResult:
+    label: str
+    rps: float
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int = 0
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    statuses: dict[int, int] = field(default_factory=dict)
+    raw: str = ""
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx + sum(self.socket_errors.values())
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _to_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if match is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+def parse_wrk(label: str, out: str) -> WrkResult:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE)
+    if rps is None or total is None or p50 is None or p99 is None:
+        raise RuntimeError(f"could not parse wrk output:\n{out}")
+    result = WrkResult(
+        label=label,
+        rps=float(rps.group(1)),
+        requests=int(total.group(1)),
+        p50_ms=_to_ms(p50.group(1)),
+        p99_ms=_to_ms(p99.group(1)),
+        raw=out,
+    )
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non_2xx is not None:
+        result.non_2xx = int(non_2xx.group(1))
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock is not None:
+        names = ("connect", "read", "write", "timeout")
+        result.socket_errors = {n: int(v) for n, v in zip(names, sock.groups(), strict=True)}
+    for code, count in re.findall(r"^STATUS (\d+) (\d+)$", out, re.MULTILINE):
+        result.statuses[int(code)] = int(count)
+    return result
+
+
+def run_wrk(
+    label: str,
+    url: str,
+    *,
+    threads: int,
+    connections: int,
+    duration: int,
+    headers: Sequence[str] = (),
+    script: Path | None = None,
+    timeout: str = "5s",
+) -> WrkResult:
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        f"--timeout={timeout}",
+        "--latency",
+    ]
+    for header in headers:
+        cmd += ["-H", header]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    cmd.append(url)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr}\n{proc.stdout}")
+    return parse_wrk(label, proc.stdout)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_json(
+    method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None
+) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+            return int(response.status), _json_or_text(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, _json_or_text(exc.read())
+
+
+def _json_or_text(raw: bytes) -> Any:
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+def wait_until_up(proc: subprocess.Popen[bytes], url: str, deadline_s: float = 60.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before serving {url}")
+        try:
+            # Any HTTP answer (even 401/404) means the server is listening.
+            http_json("GET", url)
+            return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up within {deadline_s}s")
+
+
+@contextmanager
+def running(
+    cmd: Sequence[str], env: dict[str, str], stderr: IO[bytes] | int, probe_url: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Starts a server in its own process group and always stops it: SIGTERM
+    to the process, then SIGKILL to its group if it has not exited in 30s."""
+    proc = subprocess.Popen(
+        list(cmd),
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        start_new_session=True,
+    )
+    try:
+        wait_until_up(proc, probe_url)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        # Reap any worker left behind in our own process group.
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+# ----------------------------------------------------------------- database
+
+
+def with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def _admin(url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def create_database(admin_url: str) -> None:
+    asyncio.run(
+        _admin(
+            admin_url,
+            f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)",
+            f"CREATE DATABASE {BENCH_DB}",
+        )
+    )
+
+
+def drop_database(admin_url: str) -> None:
+    asyncio.run(_admin(admin_url, f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
+
+
+async def _server_version(url: str) -> str:
+    conn = await asyncpg.connect(url)
+    try:
+        version: str = await conn.fetchval("SHOW server_version")
+        return version
+    finally:
+        await conn.close()
+
+
+# -------------------------------------------------------------------- bench
+
+
+@dataclass
+class Options:
+    admin_url: str
+    duration: int
+    warmup: int
+    threads: int
+    connections: int
+    post_duration: int
+    post_connections: int
+    service_logs: list[str]
+    workers: int
+    rounds: int
+
+
+def service_env(db_url: str, jwt_secret: str, data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERLINE_")}
+    env.update(
+        LEDGERLINE_DATABASE_URL=db_url,
+        LEDGERLINE_JWT_SECRET=jwt_secret,
+        LEDGERLINE_DATA_DIR=str(data_dir),
+        # Default INFO: one access-log line per request, as in production.
+        LEDGERLINE_LOG_LEVEL="INFO",
+    )
+    return env
+
+
+def bench_get(opts: Options, label: str, base: str, headers: Sequence[str]) -> WrkResult:
+    url = f"{base}/v1/users/me"
+    if opts.warmup:
+        run_wrk(
+            f"{label} warm-up",
+            url,
+            threads=opts.threads,
+            connections=opts.connections,
+            duration=opts.warmup,
+            headers=headers,
+        )
+    result = run_wrk(
+        label,
+        url,
+        threads=opts.threads,
+        connections=opts.connections,
+        duration=opts.duration,
+        headers=headers,
+    )
+    report(result)
+    return result
+
+
+def report(result: WrkResult) -> None:
+    status = "" if not result.statuses else f"  statuses={dict(sorted(result.statuses.items()))}"
+    print(
+        f"  {result.label:<34} {result.rps:>9.1f} req/s  p50={result.p50_ms:.2f}ms  "
+        f"p99={result.p99_ms:.2f}ms  requests={result.requests}  non-2xx={result.non_2xx}  "
+        f"socket-errors={result.socket_errors or 0}{status}",
+        flush=True,
+    )
+
+
+@dataclass
+class Bench:
+    opts: Options
+    env: dict[str, str]
+    db_url: str
+    lua: Path
+    log_path: Path
+    email: str = field(default_factory=lambda: f"bench-me-{secrets.token_hex(4)}@example.com")
+    password: str = "correct horse battery staple"
+    user_id: str = ""
+    get: dict[str, list[WrkResult]] = field(default_factory=dict)
+    post: dict[str, WrkResult] = field(default_factory=dict)
+
+    def service_round(self, sink: str, *, with_post: bool) -> None:
+        opts = self.opts
+        ledgerline = str(VENV_BIN / "ledgerline")
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        cmd = [ledgerline, "serve", "--workers", str(opts.workers), "--port", str(port)]
+        with (
+            open(os.devnull, "wb") if sink == "devnull" else self.log_path.open("wb") as stderr,
+            running(cmd, self.env, stderr, f"{base}/healthz"),
+        ):
+            token = self._login(base)
+            print(f"service, stderr -> {sink} (loadavg before: {_loadavg()}):", flush=True)
+            result = bench_get(
+                opts,
+                f"GET /v1/users/me service [{sink}]",
+                base,
+                [f"Authorization: Bearer {token}"],
+            )
+            self.get.setdefault(f"service/{sink}", []).append(result)
+            if with_post and opts.post_duration:
+                post = run_wrk(
+                    f"POST /v1/users service [{sink}]",
+                    f"{base}/v1/users",
+                    threads=opts.threads,
+                    connections=opts.post_connections,
+                    duration=opts.post_duration,
+                    script=self.lua,
+                    timeout="10s",
+                )
+                report(post)
+                self.post[f"service/{sink}"] = post
+        if sink == "file":
+            with self.log_path.open("rb") as handle:
+                lines = sum(1 for _ in handle)
+            print(f"  service log file: {lines} lines, {self.log_path.stat().st_size} bytes")
+
+    def _login(self, base: str) -> str:
+        if not self.user_id:
+            status, body = http_json(
+                "POST",
+                f"{base}/v1/users",
+                {"email": self.email, "password": self.password, "name": "Bench Me"},
+            )
+            if status != 201:
+                raise RuntimeError(f"register answered {status}: {body}")
+            self.user_id = body["id"]
+        status, body = http_json(
+            "POST", f"{base}/v1/auth/token", {"email": self.email, "password": self.password}
+        )
+        if status != 200:
+            raise RuntimeError(f"login answered {status}: {body}")
+        token: str = body["access_token"]
+        status, body = http_json("GET", f"{base}/v1/users/me", token=token)
+        if status != 200 or body["id"] != self.user_id:
+            raise RuntimeError(f"GET /v1/users/me answered {status}: {body}")
+        return token
+
+    def baseline_round(self) -> None:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = {**self.env, "BENCH_DATABASE_URL": self.db_url, "BENCH_USER_ID": self.user_id}
+        cmd = [sys.executable, "-m", "bench.baseline_app", "--port", str(port)]
+        cmd += ["--workers", str(self.opts.workers)]
+        with running(cmd, env, subprocess.DEVNULL, f"{base}/v1/users/me"):
+            status, body = http_json("GET", f"{base}/v1/users/me")
+            if status != 200 or body["id"] != self.user_id:
+                raise RuntimeError(f"baseline GET /v1/users/me answered {status}: {body}")
+            print(f"baseline, bare FastAPI + asyncpg (loadavg before: {_loadavg()}):", flush=True)
+            result = bench_get(self.opts, "GET /v1/users/me baseline", base, [])
+            self.get.setdefault("baseline", []).append(result)
+
+
+def _loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run(opts: Options) -> int:
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    db_url = with_database(opts.admin_url, BENCH_DB)
+    workdir = Path(tempfile.mkdtemp(prefix="ledgerline-bench-"))
+    env = service_env(db_url, secrets.token_urlsafe(48), workdir / "data")
+    lua = workdir / "post_users.lua"
+    lua.write_text(POST_LUA)
+    bench = Bench(opts, env, db_url, lua, workdir / "service.log")
+
+    print(
+        f"machine: nproc={os.cpu_count()}  python={sys.version.split()[0]}  "
+        f"postgresql={asyncio.run(_server_version(opts.admin_url))}  loadavg={_loadavg()}"
+    )
+    print(
+        f"wrk: -t{opts.threads} -c{opts.connections} -d{opts.duration}s (warm-up {opts.warmup}s)"
+        f"; POST -c{opts.post_connections} -d{opts.post_duration}s; workers={opts.workers}"
+        f"; rounds={opts.rounds}",
+        flush=True,
+    )
+    create_database(opts.admin_url)
+    try:
+        subprocess.run(
+            [str(VENV_BIN / "ledgerline"), "migrate"],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            timeout=120,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for round_no in range(1, opts.rounds + 1):
+            print(f"round {round_no}/{opts.rounds}", flush=True)
+            for sink in opts.service_logs:
+                bench.service_round(sink, with_post=round_no == 1)
+            bench.baseline_round()
+    finally:
+        drop_database(opts.admin_url)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return summarize(bench)
+
+
+def summarize(bench: Bench) -> int:
+    baselines = bench.get["baseline"]
+    print()
+    print("summary (ratio = service / baseline of the same round)")
+    print("  baseline GET /v1/users/me: " + ", ".join(f"{b.rps:.1f}" for b in baselines) + " req/s")
+    failed = any(b.errors for b in baselines)
+    for key, results in bench.get.items():
+        if key == "baseline":
+            continue
+        ratios = [r.rps / b.rps for r, b in zip(results, baselines, strict=True)]
+        median = statistics.median(ratios)
+        verdict = "PASS" if median >= TARGET_RATIO else "FAIL"
+        print(
+            f"  {key:<16} GET /v1/users/me: "
+            + ", ".join(
+                f"{r.rps:.1f} req/s ({q:.1%})" for r, q in zip(results, ratios, strict=True)
+            )
+            + f"; median ratio {median:.1%} (target >= {TARGET_RATIO:.0%}: "
+            f"{verdict})"
+        )
+        failed = failed or any(r.errors for r in results)
+    for key, result in bench.post.items():
+        non_201 = sum(n for code, n in result.statuses.items() if code != 201)
+        print(
+            f"  {key:<16} POST /v1/users: {result.rps:.1f} req/s, p50={result.p50_ms:.0f}ms "
+            f"p99={result.p99_ms:.0f}ms, statuses={dict(sorted(result.statuses.items()))}, "
+            f"socket errors={sum(result.socket_errors.values())}"
+        )
+        failed = failed or result.errors > 0 or non_201 > 0
+    if failed:
+        print("  some requests failed (non-2xx or socket errors): see the lines above")
+    return 1 if failed else 0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description="Ledgerline load benchmark (wrk).")
+    parser.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL", DEFAULT_ADMIN_URL))
+    parser.add_argument("--duration", type=int, default=15, help="seconds per GET run")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per GET run")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--post-duration", type=int, default=15, help="0 skips the POST run")
+    parser.add_argument("--post-connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="service/baseline pairs (POST runs in round 1)"
+    )
+    parser.add_argument(
+        "--service-log",
+        default="devnull,file",
+        help="where the service's stderr (INFO access log) goes: devnull, file, or both",
+    )
+    args = parser.parse_args(argv)
+    sinks = [s.strip() for s in args.service_log.split(",") if s.strip()]
+    if not sinks or any(s not in ("devnull", "file") for s in sinks):
+        parser.error("--service-log takes devnull, file or devnull,file")
+    return Options(
+        admin_url=args.admin_url,
+        duration=args.duration,
+        warmup=args.warmup,
+        threads=args.threads,
+        connections=args.connections,
+        post_duration=args.post_duration,
+        post_connections=args.post_connections,
+        service_logs=sinks,
+        workers=args.workers,
+        rounds=args.rounds,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
