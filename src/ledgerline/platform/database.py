@@ -59,14 +59,28 @@ def downgrade(database_url: str, revision: str) -> None:
         command.downgrade(alembic_config(database_url), revision)
 
 
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """The pool still rolls back any open transaction on release; nothing
+    else needs resetting on connections that never change session state."""
+
+
 async def create_pool(
-    database_url: str, *, min_size: int, max_size: int, command_timeout: float
+    database_url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    command_timeout: float,
+    full_reset: bool = False,
 ) -> asyncpg.Pool:
+    """``full_reset`` runs asyncpg's reset query (RESET ALL, UNLISTEN,
+    advisory unlock...) on every release: a round trip that only a pool whose
+    connections change session state needs."""
     return await asyncpg.create_pool(
         database_url,
         min_size=min_size,
         max_size=max_size,
         command_timeout=command_timeout,
+        reset=None if full_reset else _keep_session,
         server_settings={"application_name": "ledgerline", "timezone": "UTC"},
     )
 

@@ -17,11 +17,17 @@ ISSUER = "ledgerline"
 CLOCK_SKEW_SECONDS = 60  # tolerated between the issuing and verifying hosts
 
 
+# Verified tokens kept, so a client's every request does not pay for the
+# HMAC and the claim parsing again; the expiry is still checked each time.
+VERIFIED_CACHE_SIZE = 10_000
+
+
 class JWTIssuer:
     def __init__(self, secret: str, ttl_seconds: int, clock: Clock) -> None:
         self._secret = secret
         self._ttl = ttl_seconds
         self._clock = clock
+        self._verified: dict[str, tuple[Principal, int, int]] = {}
 
     def issue(self, principal: Principal) -> AccessToken:
         now = self._clock.now()
@@ -35,6 +41,19 @@ class JWTIssuer:
         return AccessToken(jwt.encode(claims, self._secret, algorithm=ALGORITHM), self._ttl)
 
     def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is None:
+            cached = self._decode(token)
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = cached
+        principal, expires, issued = cached
+        now = self._clock.now().timestamp()
+        if now >= expires or issued > now + CLOCK_SKEW_SECONDS:
+            raise UnauthenticatedError("invalid or expired access token")
+        return principal
+
+    def _decode(self, token: str) -> tuple[Principal, int, int]:
         try:
             claims = jwt.decode(
                 token,
@@ -49,10 +68,6 @@ class JWTIssuer:
                 },
             )
             principal = Principal(uuid.UUID(claims["sub"]), claims.get("adm") is True)
-            expires, issued = int(claims["exp"]), int(claims["iat"])
+            return principal, int(claims["exp"]), int(claims["iat"])
         except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
             raise UnauthenticatedError("invalid or expired access token") from exc
-        now = self._clock.now().timestamp()
-        if now >= expires or issued > now + CLOCK_SKEW_SECONDS:
-            raise UnauthenticatedError("invalid or expired access token")
-        return principal

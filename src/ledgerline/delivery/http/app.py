@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from ledgerline.delivery.http.auth import bearer_authenticator, document_security
 from ledgerline.delivery.http.errors import install_error_handlers
 from ledgerline.delivery.http.middleware import RequestEnvelope
 from ledgerline.delivery.http.operations import operations_router
 from ledgerline.delivery.http.payments import payments_router
-from ledgerline.delivery.http.users import users_router
+from ledgerline.delivery.http.users import users_routers
 from ledgerline.platform.health import Readiness
+from ledgerline.platform.logging import Logger
 from ledgerline.platform.metrics import HTTPMetrics
 from ledgerline.usecase.payments import PaymentService
 from ledgerline.usecase.users import UserService
@@ -27,7 +29,7 @@ class HTTPDependencies:
     payments: PaymentService
     readiness: Readiness
     metrics: HTTPMetrics
-    logger: structlog.stdlib.BoundLogger
+    logger: Logger
     request_timeout: float
 
 
@@ -41,9 +43,25 @@ def create_http_app(deps: HTTPDependencies) -> ASGIApp:
         redoc_url=None,
     )
     install_error_handlers(api)
-    api.include_router(operations_router(deps.readiness, deps.metrics))
-    api.include_router(users_router(deps.users))
-    api.include_router(payments_router(deps.users, deps.payments))
+    generate_openapi = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            api.openapi_schema = document_security(generate_openapi(), api.routes)
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+    authenticate = bearer_authenticator(deps.users)
+    routers = [
+        operations_router(deps.readiness, deps.metrics),
+        *users_routers(deps.users, authenticate),
+        payments_router(deps.payments, authenticate),
+    ]
+    for router in routers:
+        # Flat, not include_router(): this FastAPI keeps an included router
+        # as one more dispatch layer on every request. The routes already
+        # carry their prefix, responses and route class.
+        api.router.routes.extend(router.routes)
     return RequestEnvelope(
         api,
         metrics=deps.metrics,

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledgerline.delivery.http.errors import BodyTooLargeError, send_error
 from ledgerline.platform.deadline import deadline_scope
+from ledgerline.platform.logging import Logger
 from ledgerline.platform.metrics import HTTPMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -25,7 +26,7 @@ class RequestEnvelope:
         app: ASGIApp,
         *,
         metrics: HTTPMetrics,
-        logger: structlog.stdlib.BoundLogger,
+        logger: Logger,
         request_timeout: float,
         max_body_bytes: int,
     ) -> None:
