@@ -35,6 +35,11 @@ fmt: $(BIN)/ledgerline
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+bench: $(BIN)/ledgerline
+	@command -v wrk >/dev/null 2>&1 || { echo "bench needs wrk: apt-get install -y wrk"; exit 2; }
+	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.payments
+
 lock: $(BIN)/python
 	$(UV) pip compile --quiet pyproject.toml --all-extras --generate-hashes -o requirements.lock
 

@@ -156,6 +156,7 @@ def run_wrk(
     duration: int,
     headers: Sequence[str] = (),
     script: Path | None = None,
+    script_args: Sequence[str] = (),
     timeout: str = "5s",
 ) -> WrkResult:
     cmd = [
@@ -171,6 +172,8 @@ def run_wrk(
     if script is not None:
         cmd += ["-s", str(script)]
     cmd.append(url)
+    if script_args:
+        cmd += ["--", *script_args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr}\n{proc.stdout}")
@@ -272,18 +275,18 @@ async def _admin(url: str, *statements: str) -> None:
         await conn.close()
 
 
-def create_database(admin_url: str) -> None:
+def create_database(admin_url: str, name: str = BENCH_DB) -> None:
     asyncio.run(
         _admin(
             admin_url,
-            f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)",
-            f"CREATE DATABASE {BENCH_DB}",
+            f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+            f"CREATE DATABASE {name}",
         )
     )
 
 
-def drop_database(admin_url: str) -> None:
-    asyncio.run(_admin(admin_url, f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
+def drop_database(admin_url: str, name: str = BENCH_DB) -> None:
+    asyncio.run(_admin(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 async def _server_version(url: str) -> str:
