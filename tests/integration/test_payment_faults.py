@@ -31,8 +31,8 @@ from ledgerline.repository.postgres.users import PostgresUserRepository
 from ledgerline.usecase.payments import NewOrder, PaymentService, PaymentSettings
 from tests.conftest import require_redis
 
-LOCK_TTL = 0.2
-PAUSE = 0.8
+LOCK_TTL = 0.5
+PAUSE = 2.0
 CREDIT, PRICE = 10_000, 2_500
 
 
@@ -77,6 +77,7 @@ class _PauseFirstPayment:
 class Scene:
     service: PaymentService
     uow: _PauseFirstPayment
+    locks: LockManager
     payer: Principal
     order: Order
 
@@ -118,7 +119,7 @@ async def scene(
     await service.credit(admin, payer.user_id, CREDIT, "EUR", IdempotentRequest("top-up", "fp"))
     order = await service.create_order(payer, NewOrder(people[1].id, PRICE, "EUR"))
     try:
-        yield Scene(service, uow, payer, order)
+        yield Scene(service, uow, locks, payer, order)
     finally:
         if client is not None:
             await client.aclose()
@@ -140,10 +141,12 @@ async def test_expired_lock_under_a_paused_holder_pays_once(
 ) -> None:
     scene.uow.pause_next = True
     paused = asyncio.create_task(
-        scene.service.pay(scene.payer, scene.order.id, IdempotentRequest("key-a", "fp-a"))
+        scene.service.process_payment(
+            scene.payer, scene.order.id, IdempotentRequest("key-a", "fp-a")
+        )
     )
     await asyncio.sleep(LOCK_TTL * 2)  # the paused holder's lock has expired
-    second = await scene.service.pay(
+    second = await scene.service.process_payment(
         scene.payer, scene.order.id, IdempotentRequest("key-b", "fp-b")
     )
     assert second.status == "paid"
@@ -157,10 +160,31 @@ async def test_expired_lock_with_one_key_replays_instead_of_paying_twice(
 ) -> None:
     request = IdempotentRequest("same-key", "same-fingerprint")
     scene.uow.pause_next = True
-    paused = asyncio.create_task(scene.service.pay(scene.payer, scene.order.id, request))
+    paused = asyncio.create_task(
+        scene.service.process_payment(scene.payer, scene.order.id, request)
+    )
     await asyncio.sleep(LOCK_TTL * 2)
-    second = await scene.service.pay(scene.payer, scene.order.id, request)
+    second = await scene.service.process_payment(scene.payer, scene.order.id, request)
     first = await paused
     assert first == second
     assert first.status == "paid"
     assert await _charged(pool, scene) == (1, CREDIT - PRICE)
+
+
+async def test_a_cancelled_payment_releases_its_lock_at_once(
+    scene: Scene, pool: asyncpg.Pool
+) -> None:
+    key = f"payment-lock-{scene.order.id}"
+    scene.uow.pause_next = True
+    paying = asyncio.create_task(
+        scene.service.process_payment(scene.payer, scene.order.id, IdempotentRequest("k", "f"))
+    )
+    await asyncio.sleep(LOCK_TTL / 5)  # it holds the lock, paused before its transaction
+    assert await scene.locks.try_acquire(key, 5) is None
+    paying.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await paying
+    lease = await scene.locks.try_acquire(key, 5)
+    assert lease is not None, "the cancelled holder left its lock to the TTL"
+    assert await lease.release()
+    assert await _charged(pool, scene) == (0, CREDIT)

@@ -101,7 +101,7 @@ class World:
     async def paid_order(self) -> Order:
         await self.fund("alice", PRICE)
         order = await self.order()
-        return await self.service.pay(self.alice, order.id, self.request())
+        return await self.service.process_payment(self.alice, order.id, self.request())
 
 
 @pytest.fixture
@@ -266,7 +266,7 @@ async def test_pay_moves_the_amount_from_payer_to_payee(world: World) -> None:
     order = await world.order()
     world.clock.advance(30)
 
-    paid = await world.service.pay(world.alice, order.id, world.request())
+    paid = await world.service.process_payment(world.alice, order.id, world.request())
 
     assert paid.status is OrderStatus.PAID
     assert paid.paid_at == paid.updated_at == world.clock.now()
@@ -288,7 +288,7 @@ async def test_pay_stores_the_answer_under_the_key_for_the_retention(world: Worl
     order = await world.order()
     request = world.request("pay-fingerprint")
 
-    paid = await world.service.pay(world.alice, order.id, request)
+    paid = await world.service.process_payment(world.alice, order.id, request)
 
     record = world.idempotency.rows[(world.alice.user_id, request.key)]
     assert record.fingerprint == "pay-fingerprint"
@@ -301,11 +301,11 @@ async def test_pay_replay_with_the_same_request_returns_the_same_order(world: Wo
     await world.fund("alice", 10_000)
     order = await world.order()
     request = world.request()
-    first = await world.service.pay(world.alice, order.id, request)
+    first = await world.service.process_payment(world.alice, order.id, request)
     journal = list(world.ledger.journal)
     world.clock.advance(60)
 
-    again = await world.service.pay(world.alice, order.id, request)
+    again = await world.service.process_payment(world.alice, order.id, request)
 
     assert again == first
     assert world.ledger.journal == journal
@@ -316,10 +316,12 @@ async def test_pay_replay_with_a_different_request_is_a_mismatch(world: World) -
     await world.fund("alice", 10_000)
     order = await world.order()
     request = world.request("first")
-    await world.service.pay(world.alice, order.id, request)
+    await world.service.process_payment(world.alice, order.id, request)
 
     with pytest.raises(IdempotencyMismatchError):
-        await world.service.pay(world.alice, order.id, IdempotentRequest(request.key, "second"))
+        await world.service.process_payment(
+            world.alice, order.id, IdempotentRequest(request.key, "second")
+        )
 
     assert (world.balance("alice"), world.balance("bob")) == (10_000 - PRICE, PRICE)
 
@@ -327,10 +329,10 @@ async def test_pay_replay_with_a_different_request_is_a_mismatch(world: World) -
 async def test_pay_an_order_paid_under_another_key_fails_precondition(world: World) -> None:
     await world.fund("alice", 10_000)
     order = await world.order()
-    paid = await world.service.pay(world.alice, order.id, world.request())
+    paid = await world.service.process_payment(world.alice, order.id, world.request())
 
     with pytest.raises(FailedPreconditionError):
-        await world.service.pay(world.alice, order.id, world.request())
+        await world.service.process_payment(world.alice, order.id, world.request())
 
     assert world.orders.rows[order.id] == paid
     assert (world.balance("alice"), world.balance("bob")) == (10_000 - PRICE, PRICE)
@@ -347,7 +349,7 @@ async def test_pay_without_funds_changes_nothing_and_a_retry_can_succeed(
     request = world.request()
 
     with pytest.raises(InsufficientFundsError):
-        await world.service.pay(world.alice, order.id, request)
+        await world.service.process_payment(world.alice, order.id, request)
 
     assert world.orders.rows[order.id] == order
     assert (world.balance("alice"), world.balance("bob")) == (funds, 0)
@@ -355,7 +357,7 @@ async def test_pay_without_funds_changes_nothing_and_a_retry_can_succeed(
     assert world.uow.opened[-1].committed is False
 
     await world.fund("alice", PRICE - funds)
-    paid = await world.service.pay(world.alice, order.id, request)
+    paid = await world.service.process_payment(world.alice, order.id, request)
 
     assert paid.status is OrderStatus.PAID
     assert (world.balance("alice"), world.balance("bob")) == (0, PRICE)
@@ -377,7 +379,7 @@ async def test_pay_by_anyone_but_the_payer_is_refused(
     order = await world.order()
 
     with pytest.raises(error):
-        await world.service.pay(world.people[caller], order.id, world.request())
+        await world.service.process_payment(world.people[caller], order.id, world.request())
 
     assert world.orders.rows[order.id] == order
     assert world.balance("alice") == PRICE
@@ -386,7 +388,7 @@ async def test_pay_by_anyone_but_the_payer_is_refused(
 
 async def test_pay_a_missing_order_is_not_found(world: World) -> None:
     with pytest.raises(NotFoundError):
-        await world.service.pay(world.alice, uuid.uuid4(), world.request())
+        await world.service.process_payment(world.alice, uuid.uuid4(), world.request())
 
 
 async def test_pay_while_another_holds_the_lock_is_in_progress(world: World) -> None:
@@ -397,13 +399,13 @@ async def test_pay_while_another_holds_the_lock_is_in_progress(world: World) -> 
     request = world.request()
 
     with pytest.raises(PaymentInProgressError):
-        await world.service.pay(world.alice, order.id, request)
+        await world.service.process_payment(world.alice, order.id, request)
 
     assert world.orders.rows[order.id] == order
     assert world.balance("alice") == PRICE
     assert world.locks.is_held_by(other.key, other.token)  # not released by the loser
     assert await other.release()
-    paid = await world.service.pay(world.alice, order.id, request)
+    paid = await world.service.process_payment(world.alice, order.id, request)
     assert paid.status is OrderStatus.PAID
 
 
@@ -414,7 +416,7 @@ async def test_pay_takes_over_a_lock_whose_holder_let_it_expire(world: World) ->
     assert stalled is not None
     world.clock.advance(SETTINGS.lock_ttl_seconds + 1)
 
-    paid = await world.service.pay(world.alice, order.id, world.request())
+    paid = await world.service.process_payment(world.alice, order.id, world.request())
 
     assert paid.status is OrderStatus.PAID
     assert await stalled.release() is False  # the stalled holder frees nothing
@@ -422,28 +424,28 @@ async def test_pay_takes_over_a_lock_whose_holder_let_it_expire(world: World) ->
 
 async def _pay_succeeds(world: World, order: Order) -> None:
     await world.fund("alice", PRICE)
-    await world.service.pay(world.alice, order.id, world.request())
+    await world.service.process_payment(world.alice, order.id, world.request())
 
 
 async def _pay_lacks_funds(world: World, order: Order) -> None:
     with pytest.raises(InsufficientFundsError):
-        await world.service.pay(world.alice, order.id, world.request())
+        await world.service.process_payment(world.alice, order.id, world.request())
 
 
 async def _pay_by_payee(world: World, order: Order) -> None:
     with pytest.raises(PermissionDeniedError):
-        await world.service.pay(world.bob, order.id, world.request())
+        await world.service.process_payment(world.bob, order.id, world.request())
 
 
 async def _pay_by_stranger(world: World, order: Order) -> None:
     with pytest.raises(NotFoundError):
-        await world.service.pay(world.carol, order.id, world.request())
+        await world.service.process_payment(world.carol, order.id, world.request())
 
 
 async def _pay_twice(world: World, order: Order) -> None:
     await _pay_succeeds(world, order)
     with pytest.raises(FailedPreconditionError):
-        await world.service.pay(world.alice, order.id, world.request())
+        await world.service.process_payment(world.alice, order.id, world.request())
 
 
 async def _refund_pending(world: World, order: Order) -> None:
@@ -480,7 +482,7 @@ async def test_concurrent_pays_with_different_keys_pay_exactly_once(world: World
     order = await world.order()
 
     results = await asyncio.gather(
-        *(world.service.pay(world.alice, order.id, world.request()) for _ in range(10)),
+        *(world.service.process_payment(world.alice, order.id, world.request()) for _ in range(10)),
         return_exceptions=True,
     )
 
@@ -498,7 +500,7 @@ async def test_concurrent_pays_with_one_key_pay_once_and_agree(world: World) -> 
     request = world.request()
 
     results = await asyncio.gather(
-        *(world.service.pay(world.alice, order.id, request) for _ in range(10)),
+        *(world.service.process_payment(world.alice, order.id, request) for _ in range(10)),
         return_exceptions=True,
     )
 
@@ -507,7 +509,7 @@ async def test_concurrent_pays_with_one_key_pay_once_and_agree(world: World) -> 
     assert all(p == paid[0] for p in paid)
     assert all(isinstance(r, Order | PaymentInProgressError) for r in results)
     assert (world.balance("alice"), world.balance("bob")) == (9 * PRICE, PRICE)
-    assert await world.service.pay(world.alice, order.id, request) == paid[0]
+    assert await world.service.process_payment(world.alice, order.id, request) == paid[0]
 
 
 async def test_without_a_working_lock_the_transaction_still_pays_once(world: World) -> None:
@@ -527,7 +529,7 @@ async def test_without_a_working_lock_the_transaction_still_pays_once(world: Wor
     order = await world.order()
 
     results = await asyncio.gather(
-        *(service.pay(world.alice, order.id, world.request()) for _ in range(10)),
+        *(service.process_payment(world.alice, order.id, world.request()) for _ in range(10)),
         return_exceptions=True,
     )
 
@@ -618,7 +620,7 @@ async def test_refund_when_the_payee_spent_the_money_lacks_funds(world: World) -
     onward = await world.service.create_order(
         world.bob, NewOrder(payee_id=world.carol.user_id, amount=PRICE, currency=EUR)
     )
-    await world.service.pay(world.bob, onward.id, world.request())
+    await world.service.process_payment(world.bob, onward.id, world.request())
 
     with pytest.raises(InsufficientFundsError):
         await world.service.refund(world.bob, paid.id, world.request())
@@ -755,7 +757,7 @@ async def test_entries_pages_return_each_entry_once_newest_first(world: World, l
         await world.fund("bob", amount)  # entries of someone else in between
     for _ in range(2):
         order = await world.order(amount=50)
-        await world.service.pay(world.alice, order.id, world.request())
+        await world.service.process_payment(world.alice, order.id, world.request())
     expected = [e for e in reversed(world.ledger.journal) if e.owner_id == world.alice.user_id]
     assert len(expected) == 5
 

@@ -118,7 +118,9 @@ class PaymentService:
             raise NotFoundError("order not found")
         return order
 
-    async def pay(self, caller: Principal, order_id: OrderId, request: IdempotentRequest) -> Order:
+    async def process_payment(
+        self, caller: Principal, order_id: OrderId, request: IdempotentRequest
+    ) -> Order:
         """Moves the order's amount from payer to payee exactly once."""
         return await self._order_transition(caller, order_id, request, TransferKind.PAYMENT)
 

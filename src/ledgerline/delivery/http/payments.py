@@ -110,7 +110,7 @@ def payments_router(payments: PaymentService, authenticate: Authenticator) -> AP
     async def pay(order_id: uuid.UUID, request: Request) -> Response:
         who = caller(request)
         idempotency = await idempotent_request(request, who)
-        return render(OrderResponse.of(await payments.pay(who, order_id, idempotency)))
+        return render(OrderResponse.of(await payments.process_payment(who, order_id, idempotency)))
 
     @router.post(
         "/orders/{order_id}/refund",
