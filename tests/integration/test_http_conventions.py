@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import PASSWORD, AccountFactory
+from tests.integration.http_helpers import assert_error
 
 LIMIT = 64 * 1024
 REQUEST_ID = "X-Request-ID"
@@ -33,21 +34,6 @@ def registration_bytes(email: str = "ada@example.com", size: int | None = None) 
 async def chunks(data: bytes, size: int = 4096) -> AsyncIterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None) -> dict[str, Any]:
-    """Every non-2xx body is a JSON object with string "message" and "code"."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].split(";")[0].strip() == "application/json"
-    body = response.json()
-    assert isinstance(body, dict), body
-    assert isinstance(body.get("message"), str), body
-    assert body["message"]
-    assert isinstance(body.get("code"), str), body
-    assert body["code"]
-    if code is not None:
-        assert body["code"] == code, body
-    return body
 
 
 async def user_count(pool: asyncpg.Pool) -> int:

@@ -17,20 +17,10 @@ from ledgerline.app import Application, Overrides, Runtime
 from ledgerline.domain.ports import PasswordHasher
 from tests.conftest import with_database
 from tests.integration.conftest import JWT_SECRET, PASSWORD, AccountFactory, cheap_settings
+from tests.integration.http_helpers import assert_error
 
 FAKE_HASH = "$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
 SECRET = "secret detail"
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert isinstance(body, dict)
-    assert isinstance(body.get("message"), str)
-    assert body["message"]
-    assert body.get("code") == code, body
-    assert response.headers.get("X-Request-ID")
-    return body
 
 
 async def user_count(pool: asyncpg.Pool) -> int:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import Account, AccountFactory
+from tests.integration.http_helpers import assert_error, headers, new_key
 
 ORDER_FIELDS = {
     "id",
@@ -54,29 +55,6 @@ async def people(make_account: AccountFactory) -> People:
         payee=await make_account("payee@example.com"),
         stranger=await make_account("stranger@example.com"),
     )
-
-
-def headers(account: Account | None, key: str | bytes | None = None) -> dict[bytes, bytes]:
-    out: dict[bytes, bytes] = {}
-    if account is not None:
-        out[b"authorization"] = f"Bearer {account.token}".encode()
-    if key is not None:
-        out[b"idempotency-key"] = key.encode() if isinstance(key, str) else key
-    return out
-
-
-def new_key() -> str:
-    return uuid.uuid4().hex
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert isinstance(body, dict)
-    assert isinstance(body.get("message"), str)
-    assert body["message"]
-    assert body.get("code") == code, body
-    return body
 
 
 def assert_order(body: object) -> dict[str, Any]:

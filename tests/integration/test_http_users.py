@@ -29,6 +29,7 @@ from tests.integration.conftest import (
     AccountFactory,
     cheap_settings,
 )
+from tests.integration.http_helpers import assert_error
 
 USER_FIELDS = {"id", "email", "name", "created_at", "updated_at"}
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
@@ -43,16 +44,6 @@ def registration(**fields: Any) -> dict[str, Any]:
 def without(field: str) -> dict[str, Any]:
     body = registration()
     del body[field]
-    return body
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert isinstance(body, dict)
-    assert isinstance(body.get("message"), str)
-    assert body["message"]
-    assert body.get("code") == code, body
     return body
 
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import Account, AccountFactory
+from tests.integration.http_helpers import assert_error, headers, new_key
 
 CREDIT_FIELDS = {"entry_id", "user_id", "amount", "currency", "balance"}
 ENTRY_FIELDS = {"id", "kind", "amount", "currency", "balance_after", "order_id", "created_at"}
@@ -41,19 +42,6 @@ async def people(make_account: AccountFactory) -> People:
         ada=await make_account("ada@example.com"),
         bob=await make_account("bob@example.com"),
     )
-
-
-def headers(account: Account | None, key: str | bytes | None = None) -> dict[bytes, bytes]:
-    out: dict[bytes, bytes] = {}
-    if account is not None:
-        out[b"authorization"] = f"Bearer {account.token}".encode()
-    if key is not None:
-        out[b"idempotency-key"] = key.encode() if isinstance(key, str) else key
-    return out
-
-
-def new_key() -> str:
-    return uuid.uuid4().hex
 
 
 async def post_credit(
@@ -106,16 +94,6 @@ async def all_entries(client: httpx.AsyncClient, account: Account) -> list[dict[
     entries = body["entries"]
     assert isinstance(entries, list)
     return entries
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert isinstance(body, dict)
-    assert isinstance(body.get("message"), str)
-    assert body["message"]
-    assert body.get("code") == code, body
-    return body
 
 
 def cursor_of(text: str) -> str:
