@@ -150,8 +150,8 @@ async def seed_people(db_url: str, opts: Options, issuer: JWTIssuer) -> People:
     conn = await asyncpg.connect(db_url)
     try:
         await conn.executemany(
-            "INSERT INTO users (id, email, name, password_hash, is_admin, created_at, updated_at)"
-            " VALUES ($1, $2, 'Bench', $3, $4, $5, $5)",
+            "INSERT INTO users (id, email, email_key, name, password_hash, is_admin, created_at,"
+            " updated_at) VALUES ($1, $2, $2, 'Bench', $3, $4, $5, $5)",
             [(uid, email, FAKE_HASH, admin, now) for uid, email, admin in rows],
         )
     finally:

@@ -19,6 +19,7 @@ def upgrade() -> None:
         CREATE TABLE users (
             id            uuid        NOT NULL,
             email         text        NOT NULL,
+            email_key     text        NOT NULL,
             name          text        NOT NULL,
             password_hash text        NOT NULL,
             is_admin      boolean     NOT NULL DEFAULT false,
@@ -33,8 +34,10 @@ def upgrade() -> None:
         """
     )
     # Emails are unique case-insensitively: the index, not the code, decides
-    # between two registrations that race.
-    op.execute("CREATE UNIQUE INDEX uq_users_email_lower ON users (lower(email))")
+    # between two registrations that race. The key is lower-cased by the
+    # service (Unicode-aware), not by lower(), whose result depends on the
+    # database's locale (a C locale lower-cases ASCII only).
+    op.execute("CREATE UNIQUE INDEX uq_users_email_key ON users (email_key)")
 
 
 def downgrade() -> None:

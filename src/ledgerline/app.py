@@ -227,7 +227,8 @@ class Application:
             await self._redis.aclose()
             self._redis = None
         if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            # No hash is in flight once the server has drained; don't block the loop.
+            self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
 

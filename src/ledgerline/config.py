@@ -36,6 +36,8 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: Port = 8000
+    # Validated now so a bad value stops the process; served by a later release.
+    grpc_port: Port = 50051
     data_dir: Path = Path(".data")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

@@ -19,7 +19,7 @@ import redis.asyncio as redis
 from ledgerline.domain.errors import FailedPreconditionError
 from ledgerline.domain.idempotency import IdempotentRequest
 from ledgerline.domain.order import Order
-from ledgerline.domain.ports import LockManager, UnitOfWork
+from ledgerline.domain.ports import LockManager, OrderRepository, UnitOfWork
 from ledgerline.domain.user import Email, Principal, User
 from ledgerline.platform.clock import SystemClock
 from ledgerline.platform.locks import PostgresLockManager, RedisLockManager
@@ -60,16 +60,62 @@ class _PausedUnitOfWork:
         await self._inner.__aexit__(exc_type, exc, tb)
 
 
+class _OrdersPausedAfterRowLock:
+    """Pauses right after the order row is locked, inside the transaction."""
+
+    def __init__(self, inner: OrderRepository, pause: float) -> None:
+        self._inner = inner
+        self._pause = pause
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def get_for_update(self, order_id: uuid.UUID) -> Order | None:
+        order = await self._inner.get_for_update(order_id)
+        await asyncio.sleep(self._pause)
+        return order
+
+
+class _PausedInTransaction:
+    def __init__(self, inner: UnitOfWork, pause: float) -> None:
+        self._inner = inner
+        self._pause = pause
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    @property
+    def orders(self) -> _OrdersPausedAfterRowLock:
+        return _OrdersPausedAfterRowLock(self._inner.orders, self._pause)
+
+    async def __aenter__(self) -> Self:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc, tb)
+
+
 class _PauseFirstPayment:
+    """Pauses the next payment once: "before" it opens its transaction (lock
+    held, nothing read), or "in-transaction" with the order row locked."""
+
     def __init__(self, inner: PostgresUnitOfWorkFactory) -> None:
         self._inner = inner
-        self.pause_next = False
+        self.pause_next: str | None = None
 
     def __call__(self) -> UnitOfWork:
         uow = self._inner()
-        if self.pause_next:
-            self.pause_next = False
+        where, self.pause_next = self.pause_next, None
+        if where == "before":
             return _PausedUnitOfWork(uow, PAUSE)  # type: ignore[return-value]
+        if where == "in-transaction":
+            return _PausedInTransaction(uow, PAUSE)  # type: ignore[return-value]
         return uow
 
 
@@ -139,7 +185,7 @@ async def _charged(pool: asyncpg.Pool, scene: Scene) -> tuple[int, int]:
 async def test_expired_lock_under_a_paused_holder_pays_once(
     scene: Scene, pool: asyncpg.Pool
 ) -> None:
-    scene.uow.pause_next = True
+    scene.uow.pause_next = "before"
     paused = asyncio.create_task(
         scene.service.process_payment(
             scene.payer, scene.order.id, IdempotentRequest("key-a", "fp-a")
@@ -159,7 +205,7 @@ async def test_expired_lock_with_one_key_replays_instead_of_paying_twice(
     scene: Scene, pool: asyncpg.Pool
 ) -> None:
     request = IdempotentRequest("same-key", "same-fingerprint")
-    scene.uow.pause_next = True
+    scene.uow.pause_next = "before"
     paused = asyncio.create_task(
         scene.service.process_payment(scene.payer, scene.order.id, request)
     )
@@ -175,7 +221,7 @@ async def test_a_cancelled_payment_releases_its_lock_at_once(
     scene: Scene, pool: asyncpg.Pool
 ) -> None:
     key = f"payment-lock-{scene.order.id}"
-    scene.uow.pause_next = True
+    scene.uow.pause_next = "before"
     paying = asyncio.create_task(
         scene.service.process_payment(scene.payer, scene.order.id, IdempotentRequest("k", "f"))
     )
@@ -188,3 +234,19 @@ async def test_a_cancelled_payment_releases_its_lock_at_once(
     assert lease is not None, "the cancelled holder left its lock to the TTL"
     assert await lease.release()
     assert await _charged(pool, scene) == (0, CREDIT)
+
+
+async def test_a_retry_queued_behind_the_row_lock_replays_the_first_answer(
+    scene: Scene, pool: asyncpg.Pool
+) -> None:
+    """The first call's lock expires while it holds the order row; the retry
+    (same key) takes the lock, waits for the row, and must answer what the
+    first call answered, not "already paid"."""
+    request = IdempotentRequest("same-key", "same-fingerprint")
+    scene.uow.pause_next = "in-transaction"
+    first = asyncio.create_task(scene.service.process_payment(scene.payer, scene.order.id, request))
+    await asyncio.sleep(LOCK_TTL * 2)
+    retry = await scene.service.process_payment(scene.payer, scene.order.id, request)
+    assert retry == await first
+    assert retry.status == "paid"
+    assert await _charged(pool, scene) == (1, CREDIT - PRICE)

@@ -804,15 +804,20 @@ async def test_purge_removes_only_expired_keys(world: World) -> None:
     assert await world.service.purge_idempotency_keys() == 0
 
 
-async def test_purge_deletes_at_most_a_batch(world: World) -> None:
+@pytest.mark.parametrize(
+    ("max_batches", "purged", "left"),
+    [(1, 2, 3), (2, 4, 1), (100, 5, 0)],
+    ids=["one-batch", "two-batches", "until-a-short-batch"],
+)
+async def test_purge_goes_batch_by_batch(
+    world: World, max_batches: int, purged: int, left: int
+) -> None:
     for _ in range(5):
         await world.fund("bob", 100)
     world.clock.advance(SETTINGS.idempotency_retention.total_seconds() + 1)
 
-    assert await world.service.purge_idempotency_keys(batch=2) == 2
-    assert await world.service.purge_idempotency_keys(batch=2) == 2
-    assert await world.service.purge_idempotency_keys(batch=2) == 1
-    assert world.idempotency.rows == {}
+    assert await world.service.purge_idempotency_keys(batch=2, max_batches=max_batches) == purged
+    assert len(world.idempotency.rows) == left
     assert world.balance("bob") == 500  # purging keys never touches money
 
 

@@ -25,8 +25,9 @@ def parse_idempotency_key(raw: str | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class IdempotentRequest:
-    """The key and a fingerprint of the request it came with (method, path,
-    caller and body, hashed by the transport)."""
+    """The key as the client sent it (the use case validates it with
+    parse_idempotency_key) and a fingerprint of the request it came with
+    (method, path, caller and body, hashed by the transport)."""
 
     key: str
     fingerprint: str

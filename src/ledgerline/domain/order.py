@@ -12,6 +12,7 @@ from typing import Any
 from ledgerline.domain.errors import FailedPreconditionError, InvalidArgumentError
 from ledgerline.domain.money import Money
 from ledgerline.domain.user import UserId
+from ledgerline.domain.validation import check_text
 
 OrderId = uuid.UUID
 DESCRIPTION_MAX_LENGTH = 500
@@ -35,7 +36,7 @@ _TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 def parse_description(raw: str | None) -> str | None:
     if raw is None:
         return None
-    text = raw.strip()
+    text = check_text("description", raw).strip()
     if len(text) > DESCRIPTION_MAX_LENGTH:
         raise InvalidArgumentError.for_field(
             "description", f"must be at most {DESCRIPTION_MAX_LENGTH} characters"

@@ -91,7 +91,9 @@ class Lease(Protocol):
     async def extend(self, ttl_seconds: float) -> bool: ...
 
     async def release(self) -> bool:
-        """False when the lock had expired (and may now be someone else's)."""
+        """False when the lock had expired (and may now be someone else's),
+        or could not be released (its TTL then frees it). Never raises: the
+        work done under the lock must not fail because of its release."""
 
 
 class LockManager(Protocol):

@@ -9,6 +9,7 @@ from datetime import datetime
 from email_validator import EmailNotValidError, validate_email
 
 from ledgerline.domain.errors import InvalidArgumentError
+from ledgerline.domain.validation import check_text
 
 EMAIL_MAX_LENGTH = 254
 PASSWORD_MIN_LENGTH = 8
@@ -26,7 +27,7 @@ class Email:
 
     @classmethod
     def parse(cls, raw: str) -> Email:
-        value = raw.strip()
+        value = check_text("email", raw).strip()
         if not value:
             raise InvalidArgumentError.for_field("email", "must not be empty")
         if len(value) > EMAIL_MAX_LENGTH:
@@ -42,11 +43,12 @@ class Email:
 
     @property
     def normalized(self) -> str:
+        """The uniqueness key: compared case-insensitively, Unicode-aware."""
         return self.value.lower()
 
 
 def parse_name(raw: str) -> str:
-    name = raw.strip()
+    name = check_text("name", raw).strip()
     if not 1 <= len(name) <= NAME_MAX_LENGTH:
         raise InvalidArgumentError.for_field(
             "name", f"must be 1 to {NAME_MAX_LENGTH} characters after trimming"
@@ -55,6 +57,7 @@ def parse_name(raw: str) -> str:
 
 
 def check_password(raw: str) -> str:
+    check_text("password", raw)
     if not PASSWORD_MIN_LENGTH <= len(raw) <= PASSWORD_MAX_LENGTH:
         raise InvalidArgumentError.for_field(
             "password", f"must be {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters"

@@ -7,6 +7,27 @@ from typing import Any, TypeVar, overload
 
 from ledgerline.domain.errors import FieldViolation, InvalidArgumentError
 
+
+def is_storable_text(value: str) -> bool:
+    """Text PostgreSQL can store and UTF-8 can encode: no NUL character and
+    no lone surrogate (which JSON's \\ud800 escapes can carry)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_text(field: str, value: str) -> str:
+    if not is_storable_text(value):
+        raise InvalidArgumentError.for_field(
+            field, "must be valid text (no NUL characters or lone surrogates)"
+        )
+    return value
+
+
 A = TypeVar("A")
 B = TypeVar("B")
 C = TypeVar("C")

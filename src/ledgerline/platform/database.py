@@ -3,6 +3,7 @@ embedded server used when no database is configured."""
 
 from __future__ import annotations
 
+import re
 import threading
 import warnings
 from dataclasses import dataclass
@@ -38,7 +39,9 @@ def sqlalchemy_url(database_url: str) -> str:
     scheme, sep, rest = database_url.partition("://")
     if scheme not in ("postgres", "postgresql"):
         raise ValueError("database URL must start with postgresql://")
-    # '%' is ConfigParser's interpolation character.
+    # SQLAlchemy hands query parameters to asyncpg.connect(), which calls
+    # libpq's sslmode "ssl"; '%' is ConfigParser's interpolation character.
+    rest = re.sub(r"([?&])sslmode=", r"\1ssl=", rest)
     return f"postgresql+asyncpg{sep}{rest}".replace("%", "%%")
 
 

@@ -14,6 +14,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from ledgerline.domain.errors import UnavailableError
+from ledgerline.platform.deadline import remaining
 from ledgerline.platform.logging import get_logger
 
 _RELEASE = """
@@ -47,7 +48,13 @@ class RedisLease:
         return result == 1
 
     async def release(self) -> bool:
-        return await self._manager.run(self._manager.release_script, self.key, self.token) == 1
+        try:
+            return await self._manager.run(self._manager.release_script, self.key, self.token) == 1
+        except UnavailableError:
+            # The work under the lock is done (and maybe committed): a failed
+            # release must not turn it into an error. The TTL frees the key.
+            get_logger("ledgerline.locks").warning("lock release failed", key=self.key)
+            return False
 
 
 class RedisLockManager:
@@ -94,7 +101,13 @@ class PostgresLease:
         if conn is None:
             return False
         try:
-            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", self.key)
+            await conn.execute(
+                "SELECT pg_advisory_unlock(hashtextextended($1, 0))", self.key, timeout=5
+            )
+        except (asyncpg.PostgresError, OSError, TimeoutError):
+            # The pool's full reset on release unlocks it, or closing the
+            # connection does: either way the lock does not outlive this.
+            get_logger("ledgerline.locks").warning("advisory unlock failed", key=self.key)
         finally:
             await self._pool.release(conn)
         return True
@@ -116,10 +129,10 @@ class PostgresLockManager:
         self._pool = pool
 
     async def try_acquire(self, key: str, ttl_seconds: float) -> PostgresLease | None:
-        conn = await self._pool.acquire()
+        conn = await self._pool.acquire(timeout=remaining())
         try:
             acquired = await conn.fetchval(
-                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key
+                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key, timeout=remaining()
             )
         except BaseException:
             await self._pool.release(conn)

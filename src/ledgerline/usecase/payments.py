@@ -23,7 +23,11 @@ from ledgerline.domain.errors import (
     PaymentInProgressError,
     PermissionDeniedError,
 )
-from ledgerline.domain.idempotency import IdempotencyRecord, IdempotentRequest
+from ledgerline.domain.idempotency import (
+    IdempotencyRecord,
+    IdempotentRequest,
+    parse_idempotency_key,
+)
 from ledgerline.domain.ledger import Balance, Credit, EntryPage, Transfer, TransferKind
 from ledgerline.domain.money import Money
 from ledgerline.domain.order import Order, OrderId, OrderStatus, parse_description
@@ -84,6 +88,7 @@ class PaymentService:
         self._locks = locks
         self._clock = clock
         self._settings = settings or PaymentSettings()
+        self._releasing: set[asyncio.Future[bool]] = set()
 
     # Orders -----------------------------------------------------------------
 
@@ -142,11 +147,12 @@ class PaymentService:
             return Order.from_snapshot(replayed)
         try:
             async with self._hold(f"payment-lock-{order_id}"), self._uow() as uow:
-                # The lock may have expired under a paused holder: the
-                # record, not the lock, says whether this already ran.
+                order = await uow.orders.get_for_update(order_id)
+                # The lock may have expired under a paused holder. With the
+                # row locked, whatever that holder did has committed: the
+                # record, not the lock, says whether this request already ran.
                 if await uow.idempotency.get(caller.user_id, request.key, self._clock.now()):
                     raise _KeyTakenError
-                order = await uow.orders.get_for_update(order_id)
                 order = self._authorize(caller, order, kind)
                 now = self._clock.now()
                 if kind is TransferKind.PAYMENT:
@@ -230,11 +236,19 @@ class PaymentService:
 
     # Idempotency ------------------------------------------------------------
 
-    async def purge_idempotency_keys(self, batch: int = 1000) -> int:
-        """Deletes keys past their retention; returns how many went."""
-        return await self._idempotency.purge(self._clock.now(), batch)
+    async def purge_idempotency_keys(self, batch: int = 1000, max_batches: int = 100) -> int:
+        """Deletes keys past their retention, a batch at a time so no single
+        statement runs long; returns how many went."""
+        now, total = self._clock.now(), 0
+        for _ in range(max_batches):
+            purged = await self._idempotency.purge(now, batch)
+            total += purged
+            if purged < batch:
+                break
+        return total
 
     async def _replay(self, caller: Principal, request: IdempotentRequest) -> dict[str, Any] | None:
+        parse_idempotency_key(request.key)
         record = await self._idempotency.get(caller.user_id, request.key, self._clock.now())
         if record is None:
             return None
@@ -271,6 +285,10 @@ class PaymentService:
         try:
             yield
         finally:
-            # Released on every path, cancellation included; shielded so a
-            # second cancellation cannot leave the lock to its TTL.
-            await asyncio.shield(lease.release())
+            # Released on every path, cancellation included: shielded so a
+            # cancellation cannot leave the lock to its TTL, and referenced
+            # until done so the release task cannot be collected mid-way.
+            release = asyncio.ensure_future(lease.release())
+            self._releasing.add(release)
+            release.add_done_callback(self._releasing.discard)
+            await asyncio.shield(release)

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, replace
 
 from ledgerline.domain.errors import (
+    ConflictError,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
@@ -27,7 +28,7 @@ from ledgerline.domain.user import (
     check_password,
     parse_name,
 )
-from ledgerline.domain.validation import collect_violations
+from ledgerline.domain.validation import collect_violations, is_storable_text
 
 BAD_CREDENTIALS = "invalid email or password"
 
@@ -74,6 +75,9 @@ class UserService:
             parsed: Email | None = Email.parse(email)
         except InvalidArgumentError:
             parsed = None  # a malformed email is just one more unknown user
+        if not is_storable_text(password):
+            password = ""  # cannot match any stored hash; still costs one hash below
+            parsed = None
         user = await self._users.get_by_email(parsed) if parsed else None
         if user is None:
             await self._hasher.waste_time(password)
@@ -113,6 +117,14 @@ class UserService:
         """Makes an admin, or promotes the user who has that email already.
         A promoted user keeps their password."""
         user = await self._new_user(request, is_admin=True)
+        try:
+            return await self._make_or_promote(user)
+        except ConflictError:
+            # Someone registered this email between the read and the insert:
+            # the second attempt finds them and promotes them.
+            return await self._make_or_promote(user)
+
+    async def _make_or_promote(self, user: User) -> AdminResult:
         async with self._uow() as uow:
             existing = await uow.users.get_by_email(user.email)
             if existing is None:

@@ -10,20 +10,25 @@ import json
 from fastapi import Request
 
 from ledgerline.domain.errors import InvalidArgumentError
-from ledgerline.domain.idempotency import IdempotentRequest, parse_idempotency_key
+from ledgerline.domain.idempotency import IdempotentRequest
 from ledgerline.domain.user import Principal
 
 
 async def idempotent_request(request: Request, caller: Principal) -> IdempotentRequest:
-    key = parse_idempotency_key(request.headers.get("idempotency-key"))
+    """The key as sent (the use case validates it, after its own permission
+    checks) and the request's fingerprint."""
+    key = request.headers.get("idempotency-key", "")
     body = await request.body()
     if body:
         try:
             body = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
-        except ValueError as exc:  # the framework has parsed it already; belt and braces
+        except (ValueError, RecursionError) as exc:  # a body no model has parsed yet
             raise InvalidArgumentError("request body is not valid JSON") from exc
     digest = hashlib.sha256()
-    for part in (request.method, request.url.path, str(caller.user_id)):
+    # Lower-cased: the only variable parts of these paths are UUIDs, whose
+    # case carries no meaning, so a retry that spells one differently is the
+    # same request.
+    for part in (request.method, request.url.path.lower(), str(caller.user_id)):
         digest.update(part.encode())
         digest.update(b"\n")
     digest.update(hashlib.sha256(body).digest())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 
@@ -13,11 +15,16 @@ from ledgerline.domain.errors import (
     DomainError,
     FailedPreconditionError,
     InsufficientFundsError,
+    InvalidArgumentError,
     NotFoundError,
+    UnavailableError,
 )
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 CONSTRAINT_ERRORS: dict[str, DomainError] = {
-    "uq_users_email_lower": ConflictError("a user with this email already exists"),
+    "uq_users_email_key": ConflictError("a user with this email already exists"),
     "pk_users": ConflictError("a user with this id already exists"),
     "uq_transfers_order_kind": FailedPreconditionError(
         "the order has already been moved this way (paid or refunded)"
@@ -39,6 +46,36 @@ def translate_errors() -> Iterator[None]:
         if known is None:
             raise
         raise type(known)(known.message) from exc
-    except asyncpg.QueryCanceledError as exc:
-        # statement_timeout or a cancelled query: the caller's deadline ran out.
+    except (asyncpg.QueryCanceledError, TimeoutError) as exc:
+        # A cancelled query or the driver's timeout: the caller's deadline ran
+        # out. (TimeoutError is an OSError: this clause must come first.)
         raise DeadlineExceededError() from exc
+    except asyncpg.NumericValueOutOfRangeError as exc:
+        # A balance past what a bigint holds: refuse the movement, change nothing.
+        raise InvalidArgumentError("the amount would overflow a balance") from exc
+    except _UNAVAILABLE as exc:
+        raise UnavailableError("the database is unavailable") from exc
+
+
+# The database cannot be reached or will not take more work right now.
+_UNAVAILABLE = (
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    OSError,
+)
+
+
+def translated(
+    method: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """translate_errors() around a whole repository method."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with translate_errors():
+            return await method(*args, **kwargs)
+
+    return wrapper

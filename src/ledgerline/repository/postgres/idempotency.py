@@ -9,6 +9,7 @@ from datetime import datetime
 from ledgerline.domain.idempotency import IdempotencyRecord
 from ledgerline.domain.user import UserId
 from ledgerline.platform.deadline import remaining
+from ledgerline.repository.postgres.errors import translated
 from ledgerline.repository.postgres.users import Executor
 
 
@@ -16,6 +17,7 @@ class PostgresIdempotencyStore:
     def __init__(self, db: Executor) -> None:
         self._db = db
 
+    @translated
     async def get(self, caller_id: UserId, key: str, now: datetime) -> IdempotencyRecord | None:
         row = await self._db.fetchrow(
             "SELECT fingerprint, operation, result::text AS result, created_at, expires_at "
@@ -37,6 +39,7 @@ class PostgresIdempotencyStore:
             expires_at=row["expires_at"],
         )
 
+    @translated
     async def save(self, record: IdempotencyRecord) -> bool:
         # An expired record under the same key may be taken over.
         inserted = await self._db.fetchval(
@@ -62,6 +65,7 @@ class PostgresIdempotencyStore:
         )
         return inserted is True
 
+    @translated
     async def purge(self, now: datetime, batch: int) -> int:
         deleted = await self._db.fetchval(
             """

@@ -17,7 +17,7 @@ from ledgerline.domain.errors import InsufficientFundsError, InvalidArgumentErro
 from ledgerline.domain.ledger import Balance, EntryPage, LedgerEntry, Transfer, TransferKind
 from ledgerline.domain.user import UserId
 from ledgerline.platform.deadline import remaining
-from ledgerline.repository.postgres.errors import translate_errors
+from ledgerline.repository.postgres.errors import translated
 from ledgerline.repository.postgres.users import Executor
 
 _MOVE_WALLET = """
@@ -55,41 +55,42 @@ _ENTRY_COLUMNS = (
     "seq, id, transfer_id, owner_id, kind, amount, currency, balance_after, order_id, created_at"
 )
 _CURSOR_PREFIX = "v1:"
+_MAX_BIGINT = 2**63 - 1
 
 
 class PostgresLedgerRepository:
     def __init__(self, db: Executor) -> None:
         self._db = db
 
+    @translated
     async def apply(self, transfer: Transfer) -> tuple[LedgerEntry, LedgerEntry]:
         amount, at = transfer.money.amount, transfer.created_at
         legs = {transfer.source: -amount, transfer.destination: amount}
         lock_order = sorted(legs, key=lambda owner: (owner is not None, str(owner)))
         moved: dict[UserId | None, tuple[uuid.UUID, int]] = {}
-        with translate_errors():
-            for owner in lock_order:
-                moved[owner] = await self._move(owner, transfer.money.currency, legs[owner], at)
-            (src_account, src_balance) = moved[transfer.source]
-            (dst_account, dst_balance) = moved[transfer.destination]
-            src_entry, dst_entry = uuid.uuid4(), uuid.uuid4()
-            await self._db.execute(
-                _WRITE_ENTRIES,
-                transfer.id,
-                str(transfer.kind),
-                transfer.order_id,
-                transfer.money.currency,
-                amount,
-                at,
-                src_entry,
-                src_account,
-                transfer.source,
-                src_balance,
-                dst_entry,
-                dst_account,
-                transfer.destination,
-                dst_balance,
-                timeout=remaining(),
-            )
+        for owner in lock_order:
+            moved[owner] = await self._move(owner, transfer.money.currency, legs[owner], at)
+        (src_account, src_balance) = moved[transfer.source]
+        (dst_account, dst_balance) = moved[transfer.destination]
+        src_entry, dst_entry = uuid.uuid4(), uuid.uuid4()
+        await self._db.execute(
+            _WRITE_ENTRIES,
+            transfer.id,
+            str(transfer.kind),
+            transfer.order_id,
+            transfer.money.currency,
+            amount,
+            at,
+            src_entry,
+            src_account,
+            transfer.source,
+            src_balance,
+            dst_entry,
+            dst_account,
+            transfer.destination,
+            dst_balance,
+            timeout=remaining(),
+        )
 
         def entry(
             entry_id: uuid.UUID, owner: UserId | None, signed: int, balance: int
@@ -121,14 +122,19 @@ class PostgresLedgerRepository:
                 raise InsufficientFundsError("the wallet does not hold enough money")
             # First money in this currency for this account: open it, then move.
             if owner is None:
-                await self._db.execute(_OPEN_ISSUANCE, uuid.uuid4(), currency, at)
+                await self._db.execute(
+                    _OPEN_ISSUANCE, uuid.uuid4(), currency, at, timeout=remaining()
+                )
             else:
-                await self._db.execute(_OPEN_WALLET, uuid.uuid4(), owner, currency, at)
+                await self._db.execute(
+                    _OPEN_WALLET, uuid.uuid4(), owner, currency, at, timeout=remaining()
+                )
             row = await self._db.fetchrow(move, owner, currency, delta, at, timeout=remaining())
             if row is None:
                 raise InsufficientFundsError("the wallet does not hold enough money")
         return row["id"], row["balance"]
 
+    @translated
     async def balances(self, owner_id: UserId) -> list[Balance]:
         rows = await self._db.fetch(
             "SELECT currency, balance FROM accounts "
@@ -138,6 +144,7 @@ class PostgresLedgerRepository:
         )
         return [Balance(row["currency"], row["balance"]) for row in rows]
 
+    @translated
     async def entries(self, owner_id: UserId, limit: int, cursor: str | None) -> EntryPage:
         before = _decode_cursor(cursor) if cursor is not None else None
         rows = await self._db.fetch(
@@ -179,7 +186,7 @@ def _decode_cursor(cursor: str) -> int:
         if not text.startswith(_CURSOR_PREFIX):
             raise ValueError(cursor)
         seq = int(text.removeprefix(_CURSOR_PREFIX))
-        if seq < 1:
+        if not 1 <= seq <= _MAX_BIGINT:
             raise ValueError(cursor)
     except (ValueError, UnicodeError, binascii.Error) as exc:
         raise InvalidArgumentError.for_field("cursor", "is not a cursor this API gave") from exc

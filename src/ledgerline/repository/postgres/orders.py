@@ -7,7 +7,7 @@ import asyncpg
 from ledgerline.domain.money import Money
 from ledgerline.domain.order import Order, OrderId, OrderStatus
 from ledgerline.platform.deadline import remaining
-from ledgerline.repository.postgres.errors import translate_errors
+from ledgerline.repository.postgres.errors import translated
 from ledgerline.repository.postgres.users import Executor
 
 _COLUMNS = (
@@ -33,24 +33,25 @@ class PostgresOrderRepository:
     def __init__(self, db: Executor) -> None:
         self._db = db
 
+    @translated
     async def add(self, order: Order) -> None:
-        with translate_errors():
-            await self._db.execute(
-                f"INSERT INTO orders ({_COLUMNS}) "  # noqa: S608
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                order.id,
-                order.payer_id,
-                order.payee_id,
-                order.money.amount,
-                order.money.currency,
-                order.description,
-                str(order.status),
-                order.created_at,
-                order.updated_at,
-                order.paid_at,
-                timeout=remaining(),
-            )
+        await self._db.execute(
+            f"INSERT INTO orders ({_COLUMNS}) "  # noqa: S608
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            order.id,
+            order.payer_id,
+            order.payee_id,
+            order.money.amount,
+            order.money.currency,
+            order.description,
+            str(order.status),
+            order.created_at,
+            order.updated_at,
+            order.paid_at,
+            timeout=remaining(),
+        )
 
+    @translated
     async def get(self, order_id: OrderId) -> Order | None:
         row = await self._db.fetchrow(
             f"SELECT {_COLUMNS} FROM orders WHERE id = $1",  # noqa: S608
@@ -59,6 +60,7 @@ class PostgresOrderRepository:
         )
         return None if row is None else _to_order(row)
 
+    @translated
     async def get_for_update(self, order_id: OrderId) -> Order | None:
         row = await self._db.fetchrow(
             f"SELECT {_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE",  # noqa: S608
@@ -67,13 +69,13 @@ class PostgresOrderRepository:
         )
         return None if row is None else _to_order(row)
 
+    @translated
     async def update(self, order: Order) -> None:
-        with translate_errors():
-            await self._db.execute(
-                "UPDATE orders SET status = $2, updated_at = $3, paid_at = $4 WHERE id = $1",
-                order.id,
-                str(order.status),
-                order.updated_at,
-                order.paid_at,
-                timeout=remaining(),
-            )
+        await self._db.execute(
+            "UPDATE orders SET status = $2, updated_at = $3, paid_at = $4 WHERE id = $1",
+            order.id,
+            str(order.status),
+            order.updated_at,
+            order.paid_at,
+            timeout=remaining(),
+        )

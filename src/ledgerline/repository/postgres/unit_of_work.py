@@ -11,6 +11,7 @@ from asyncpg.pool import PoolConnectionProxy
 from asyncpg.transaction import Transaction
 
 from ledgerline.platform.deadline import remaining
+from ledgerline.repository.postgres.errors import translated
 from ledgerline.repository.postgres.idempotency import PostgresIdempotencyStore
 from ledgerline.repository.postgres.ledger import PostgresLedgerRepository
 from ledgerline.repository.postgres.orders import PostgresOrderRepository
@@ -29,6 +30,7 @@ class PostgresUnitOfWork:
         self._tx: Transaction | None = None
         self._committed = False
 
+    @translated
     async def __aenter__(self) -> Self:
         conn = await self._pool.acquire(timeout=remaining())
         try:
@@ -57,9 +59,16 @@ class PostgresUnitOfWork:
         try:
             if not self._committed:
                 await tx.rollback()
+        except Exception:
+            # A failed (or cut-off) COMMIT leaves the transaction in an
+            # error state where ROLLBACK raises too: the first error is the
+            # one to report. Releasing the connection cleans it up.
+            if exc is None:
+                raise
         finally:
             await self._pool.release(conn)
 
+    @translated
     async def commit(self) -> None:
         if self._tx is None:
             raise RuntimeError("commit() outside the unit of work's block")

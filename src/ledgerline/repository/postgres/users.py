@@ -11,7 +11,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from ledgerline.domain.user import Email, User, UserId
 from ledgerline.platform.deadline import remaining
-from ledgerline.repository.postgres.errors import translate_errors
+from ledgerline.repository.postgres.errors import translated
 
 Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 
@@ -34,44 +34,46 @@ class PostgresUserRepository:
     def __init__(self, db: Executor) -> None:
         self._db = db
 
+    @translated
     async def add(self, user: User) -> None:
-        with translate_errors():
-            await self._db.execute(
-                f"INSERT INTO users ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",  # noqa: S608
-                user.id,
-                user.email.value,
-                user.name,
-                user.password_hash,
-                user.is_admin,
-                user.created_at,
-                user.updated_at,
-                timeout=remaining(),
-            )
+        await self._db.execute(
+            f"INSERT INTO users ({_COLUMNS}, email_key) "  # noqa: S608
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            user.id,
+            user.email.value,
+            user.name,
+            user.password_hash,
+            user.is_admin,
+            user.created_at,
+            user.updated_at,
+            user.email.normalized,
+            timeout=remaining(),
+        )
 
+    @translated
     async def get_by_id(self, user_id: UserId) -> User | None:
-        with translate_errors():
-            row = await self._db.fetchrow(
-                f"SELECT {_COLUMNS} FROM users WHERE id = $1",  # noqa: S608
-                user_id,
-                timeout=remaining(),
-            )
+        row = await self._db.fetchrow(
+            f"SELECT {_COLUMNS} FROM users WHERE id = $1",  # noqa: S608
+            user_id,
+            timeout=remaining(),
+        )
         return None if row is None else _to_user(row)
 
+    @translated
     async def get_by_email(self, email: Email) -> User | None:
-        with translate_errors():
-            row = await self._db.fetchrow(
-                f"SELECT {_COLUMNS} FROM users WHERE lower(email) = $1",  # noqa: S608
-                email.normalized,
-                timeout=remaining(),
-            )
+        row = await self._db.fetchrow(
+            f"SELECT {_COLUMNS} FROM users WHERE email_key = $1",  # noqa: S608
+            email.normalized,
+            timeout=remaining(),
+        )
         return None if row is None else _to_user(row)
 
+    @translated
     async def set_admin(self, user_id: UserId, is_admin: bool, at: datetime) -> None:
-        with translate_errors():
-            await self._db.execute(
-                "UPDATE users SET is_admin = $2, updated_at = $3 WHERE id = $1",
-                user_id,
-                is_admin,
-                at,
-                timeout=remaining(),
-            )
+        await self._db.execute(
+            "UPDATE users SET is_admin = $2, updated_at = $3 WHERE id = $1",
+            user_id,
+            is_admin,
+            at,
+            timeout=remaining(),
+        )
