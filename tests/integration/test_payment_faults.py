@@ -36,30 +36,6 @@ PAUSE = 2.0
 CREDIT, PRICE = 10_000, 2_500
 
 
-class _PausedUnitOfWork:
-    """Delegates to a real unit of work after sleeping on the way in."""
-
-    def __init__(self, inner: UnitOfWork, pause: float) -> None:
-        self._inner = inner
-        self._pause = pause
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
-
-    async def __aenter__(self) -> Self:
-        await asyncio.sleep(self._pause)
-        await self._inner.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._inner.__aexit__(exc_type, exc, tb)
-
-
 class _OrdersPausedAfterRowLock:
     """Pauses right after the order row is locked, inside the transaction."""
 
@@ -76,19 +52,26 @@ class _OrdersPausedAfterRowLock:
         return order
 
 
-class _PausedInTransaction:
-    def __init__(self, inner: UnitOfWork, pause: float) -> None:
+class _PausedUnitOfWork:
+    """Delegates to a real unit of work, pausing either on the way in (lock
+    held, nothing read) or right after the order row is locked."""
+
+    def __init__(self, inner: UnitOfWork, where: str) -> None:
         self._inner = inner
-        self._pause = pause
+        self._where = where
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
 
     @property
-    def orders(self) -> _OrdersPausedAfterRowLock:
-        return _OrdersPausedAfterRowLock(self._inner.orders, self._pause)
+    def orders(self) -> OrderRepository:
+        if self._where == "in-transaction":
+            return _OrdersPausedAfterRowLock(self._inner.orders, PAUSE)  # type: ignore[return-value]
+        return self._inner.orders
 
     async def __aenter__(self) -> Self:
+        if self._where == "before":
+            await asyncio.sleep(PAUSE)
         await self._inner.__aenter__()
         return self
 
@@ -112,11 +95,9 @@ class _PauseFirstPayment:
     def __call__(self) -> UnitOfWork:
         uow = self._inner()
         where, self.pause_next = self.pause_next, None
-        if where == "before":
-            return _PausedUnitOfWork(uow, PAUSE)  # type: ignore[return-value]
-        if where == "in-transaction":
-            return _PausedInTransaction(uow, PAUSE)  # type: ignore[return-value]
-        return uow
+        if where is None:
+            return uow
+        return _PausedUnitOfWork(uow, where)  # type: ignore[return-value]
 
 
 @dataclass
