@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -397,6 +398,50 @@ async def test_pay_replay_is_byte_identical_and_moves_money_once(
     assert await entry_count(client, deal.people.payee) == 1
 
 
+@pytest.mark.parametrize(
+    "spell",
+    [
+        pytest.param(str.upper, id="upper-case"),
+        pytest.param(lambda u: u.replace("-", ""), id="no-hyphens"),
+        pytest.param(lambda u: "{" + u + "}", id="braces"),
+    ],
+)
+async def test_pay_replay_with_the_order_id_spelled_otherwise_is_the_same_request(
+    client: httpx.AsyncClient, deal: Deal, spell: Callable[[str], str]
+) -> None:
+    key = new_key()
+    first = await pay(client, deal.people.payer, deal.id, key)
+    assert first.status_code == 200, first.text
+    again = await pay(client, deal.people.payer, spell(deal.id), key)
+    assert again.status_code == 200, again.text
+    assert again.content == first.content
+    await assert_money(client, deal.people, {"EUR": FUNDS - PRICE}, {"EUR": PRICE})
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        pytest.param(b"text/plain", b"hello", id="text"),
+        pytest.param(b"application/json", b"{not json", id="bad-json"),
+        pytest.param(b"application/json", b'{"amount": 1}', id="json"),
+    ],
+)
+async def test_pay_takes_no_body_and_ignores_one(
+    client: httpx.AsyncClient, deal: Deal, content_type: bytes, body: bytes
+) -> None:
+    key = new_key()
+    first = await client.post(
+        f"/v1/orders/{deal.id}/pay",
+        content=body,
+        headers={**headers(deal.people.payer, key), b"content-type": content_type},
+    )
+    assert first.status_code == 200, first.text
+    assert assert_order(first.json())["amount"] == PRICE
+    again = await pay(client, deal.people.payer, deal.id, key)  # no body: the same request
+    assert again.content == first.content
+    await assert_money(client, deal.people, {"EUR": FUNDS - PRICE}, {"EUR": PRICE})
+
+
 async def test_pay_replay_survives_a_later_refund(client: httpx.AsyncClient, deal: Deal) -> None:
     """The stored answer is replayed, not the order's current state."""
     key = new_key()
@@ -483,6 +528,16 @@ async def test_pay_without_enough_money_in_the_currency_is_402(
     await assert_money(client, people, holdings, {})
 
 
+# Permission comes before the Idempotency-Key: whoever may not act on an
+# order gets the same answer with a good key, a bad one or none.
+KEYS: dict[str, str | None] = {"fresh-key": "fresh", "no-key": None, "bad-key": "two words"}
+
+
+def key_headers(caller: Account | None, key: str | None) -> dict[bytes, bytes]:
+    return headers(caller, new_key() if key == "fresh" else key)
+
+
+@pytest.mark.parametrize("key", KEYS.values(), ids=list(KEYS))
 @pytest.mark.parametrize(
     ("who", "target", "status", "code"),
     [
@@ -501,10 +556,12 @@ async def test_only_the_payer_may_pay(
     target: str,
     status: int,
     code: str,
+    key: str | None,
 ) -> None:
     caller = getattr(deal.people, who) if who else None
     order_id = {"order": deal.id, "unknown": str(uuid.uuid4())}.get(target, target)
-    assert_error(await pay(client, caller, order_id), status, code)
+    response = await client.post(f"/v1/orders/{order_id}/pay", headers=key_headers(caller, key))
+    assert_error(response, status, code)
     assert (await get_order(client, deal.people.payer, deal.id))["status"] == "pending"
     await assert_money(client, deal.people, {"EUR": FUNDS}, {})
 
@@ -567,6 +624,7 @@ async def test_refunding_a_pending_order_is_409(client: httpx.AsyncClient, deal:
     await assert_money(client, deal.people, {"EUR": FUNDS}, {})
 
 
+@pytest.mark.parametrize("key", KEYS.values(), ids=list(KEYS))
 @pytest.mark.parametrize(
     ("who", "target", "status", "code"),
     [
@@ -584,10 +642,12 @@ async def test_only_the_payee_or_an_admin_may_refund(
     target: str,
     status: int,
     code: str,
+    key: str | None,
 ) -> None:
     caller = getattr(paid_deal.people, who) if who else None
     order_id = {"order": paid_deal.id, "unknown": str(uuid.uuid4())}.get(target, target)
-    assert_error(await refund(client, caller, order_id), status, code)
+    response = await client.post(f"/v1/orders/{order_id}/refund", headers=key_headers(caller, key))
+    assert_error(response, status, code)
     assert (await get_order(client, paid_deal.people.payer, paid_deal.id))["status"] == "paid"
     await assert_money(client, paid_deal.people, {"EUR": FUNDS - PRICE}, {"EUR": PRICE})
 

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -273,6 +274,32 @@ async def test_credit_fingerprint_is_canonical_json(
         content=raw.format(uid=people.ada.id).encode(),
         headers={**headers(people.admin, key), b"content-type": b"application/json"},
     )
+    assert again.status_code == 201, again.text
+    assert again.content == first.content
+    assert await balances(client, people.ada) == {"EUR": 700}
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [
+        pytest.param(lambda body: {**body, "user_id": body["user_id"].upper()}, id="upper-uuid"),
+        pytest.param(
+            lambda body: {**body, "user_id": body["user_id"].replace("-", "")}, id="no-hyphens"
+        ),
+        pytest.param(lambda body: {**body, "note": "ignored"}, id="extra-field"),
+    ],
+)
+async def test_credit_replay_with_the_body_spelled_otherwise_is_the_same_request(
+    client: httpx.AsyncClient,
+    people: People,
+    spell: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    """The fingerprint is of the parsed request, not of its spelling."""
+    key = new_key()
+    body = {"user_id": people.ada.id, "amount": 700, "currency": "EUR"}
+    first = await post_credit(client, people.admin, body, key)
+    assert first.status_code == 201, first.text
+    again = await post_credit(client, people.admin, spell(body), key)
     assert again.status_code == 201, again.text
     assert again.content == first.content
     assert await balances(client, people.ada) == {"EUR": 700}
@@ -579,6 +606,10 @@ async def test_entries_with_a_bad_limit_is_400(
         pytest.param(cursor_of("v1:-3"), id="seq-negative"),
         pytest.param(cursor_of("v1:abc"), id="seq-not-a-number"),
         pytest.param(cursor_of("v2:5"), id="other-version"),
+        pytest.param(cursor_of("v1: 5"), id="seq-with-space"),
+        pytest.param(cursor_of("v1:5_0"), id="seq-with-underscore"),
+        pytest.param(cursor_of("v1:\u0665"), id="seq-non-ascii-digit"),
+        pytest.param(cursor_of("v1:+5"), id="seq-with-sign"),
         pytest.param(base64.urlsafe_b64encode(b"\xff\xfe").decode(), id="not-utf8"),
         pytest.param("A" * 201, id="too-long"),
     ],

@@ -142,6 +142,10 @@ class PaymentService:
         request: IdempotentRequest,
         kind: TransferKind,
     ) -> Order:
+        # Who may act on an order never changes, so it is checked first, from
+        # a plain read: a caller who may not act gets 403/404 whatever key
+        # they send, and cannot take the order's lock from its payer.
+        self._authorize(caller, await self._orders.get(order_id), kind)
         replayed = await self._replay(caller, request)
         if replayed is not None:
             return Order.from_snapshot(replayed)

@@ -54,7 +54,7 @@ def payments_router(payments: PaymentService, authenticate: Authenticator) -> AP
     )
     async def credit(body: CreditRequest, request: Request) -> Response:
         who = caller(request)
-        idempotency = await idempotent_request(request, who)
+        idempotency = idempotent_request(request, who, body.model_dump(mode="json"))
         result = await payments.credit(who, body.user_id, body.amount, body.currency, idempotency)
         return render(CreditResponse.of(result), 201)
 
@@ -109,7 +109,7 @@ def payments_router(payments: PaymentService, authenticate: Authenticator) -> AP
     )
     async def pay(order_id: uuid.UUID, request: Request) -> Response:
         who = caller(request)
-        idempotency = await idempotent_request(request, who)
+        idempotency = idempotent_request(request, who, {"order_id": str(order_id)})
         return render(OrderResponse.of(await payments.process_payment(who, order_id, idempotency)))
 
     @router.post(
@@ -121,7 +121,7 @@ def payments_router(payments: PaymentService, authenticate: Authenticator) -> AP
     )
     async def refund(order_id: uuid.UUID, request: Request) -> Response:
         who = caller(request)
-        idempotency = await idempotent_request(request, who)
+        idempotency = idempotent_request(request, who, {"order_id": str(order_id)})
         return render(OrderResponse.of(await payments.refund(who, order_id, idempotency)))
 
     return router

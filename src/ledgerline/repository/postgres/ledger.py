@@ -185,7 +185,10 @@ def _decode_cursor(cursor: str) -> int:
         text = base64.urlsafe_b64decode(padded.encode("ascii")).decode()
         if not text.startswith(_CURSOR_PREFIX):
             raise ValueError(cursor)
-        seq = int(text.removeprefix(_CURSOR_PREFIX))
+        digits = text.removeprefix(_CURSOR_PREFIX)
+        if not (digits.isascii() and digits.isdigit()):
+            raise ValueError(cursor)
+        seq = int(digits)
         if not 1 <= seq <= _MAX_BIGINT:
             raise ValueError(cursor)
     except (ValueError, UnicodeError, binascii.Error) as exc:
