@@ -147,6 +147,40 @@ async def test_readyz_when_the_database_is_down(
         assert back.status_code == 200, back.text
 
 
+async def test_connections_cut_under_traffic_are_503_never_500(
+    client: httpx.AsyncClient,
+    make_account: AccountFactory,
+    pg_server_url: str,
+    database_url: str,
+) -> None:
+    """The database drops the service's connections while requests run on
+    them: each request either succeeds or is 503 unavailable, and service
+    resumes on new connections."""
+    account = await make_account("cut@example.com")
+    name = urlsplit(database_url).path.lstrip("/")
+    admin = await asyncpg.connect(with_database(pg_server_url, "postgres"))
+    statuses: list[int] = []
+    try:
+        for _ in range(10):
+            cut = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                name,
+            )
+            requests = [client.get("/v1/users/me", headers=account.auth) for _ in range(8)]
+            *responses, _ = await asyncio.gather(*requests, cut)
+            for response in responses:
+                assert isinstance(response, httpx.Response)
+                statuses.append(response.status_code)
+                if response.status_code != 200:
+                    assert_error(response, 503, "unavailable")
+    finally:
+        await admin.close()
+    after = await client.get("/v1/users/me", headers=account.auth)
+    assert after.status_code == 200, after.text
+    assert set(statuses) <= {200, 503}
+
+
 # --------------------------------------------------------------------------
 # Metrics
 

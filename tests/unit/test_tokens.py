@@ -134,6 +134,11 @@ REJECTED: dict[str, Callable[[], str]] = {
     "missing-subject": lambda: _signed(sub=None),
     "subject-not-a-uuid": lambda: _signed(sub="alice"),
     "issued-in-the-future": _issued_in_the_future,
+    "expiry-infinity": lambda: _signed(exp=float("inf")),
+    "expiry-a-float": lambda: _signed(exp=_now().timestamp() + 60.5),
+    "expiry-a-boolean": lambda: _signed(exp=True),
+    "expiry-a-string": lambda: _signed(exp=str(int(_now().timestamp()) + 60)),
+    "issued-at-a-float": lambda: _signed(iat=_now().timestamp() - 0.5),
 }
 
 

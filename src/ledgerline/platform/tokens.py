@@ -67,7 +67,12 @@ class JWTIssuer:
                     "verify_iat": False,
                 },
             )
+            expires, issued = claims["exp"], claims["iat"]
+            # Whole seconds, as this issuer writes them: not floats, not
+            # booleans, not Infinity (which PyJWT would let through).
+            if not all(type(t) is int for t in (expires, issued)):
+                raise ValueError("exp and iat must be integers")
             principal = Principal(uuid.UUID(claims["sub"]), claims.get("adm") is True)
-            return principal, int(claims["exp"]), int(claims["iat"])
-        except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
+            return principal, expires, issued
+        except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError) as exc:
             raise UnauthenticatedError("invalid or expired access token") from exc

@@ -57,12 +57,15 @@ def translate_errors() -> Iterator[None]:
         raise UnavailableError("the database is unavailable") from exc
 
 
-# The database cannot be reached or will not take more work right now.
+# The database cannot be reached, dropped the connection, or will not take
+# more work right now. (QueryCanceledError is an OperatorInterventionError
+# too; it is caught first, as a deadline.)
 _UNAVAILABLE = (
-    asyncpg.CannotConnectNowError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 cannot connect now
     asyncpg.TooManyConnectionsError,
-    asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection cut in the middle of an operation
     ConnectionError,
     OSError,
 )
