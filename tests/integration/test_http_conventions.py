@@ -226,6 +226,9 @@ async def test_a_streamed_body_has_no_content_length(client: httpx.AsyncClient) 
         pytest.param("POST", "/v1/no-such-thing", id="post-unknown"),
         pytest.param("GET", "/v2/users/me", id="unknown-version"),
         pytest.param("DELETE", "/nope", id="delete-unknown"),
+        pytest.param("GET", "/healthz/", id="trailing-slash-no-redirect"),
+        pytest.param("POST", "/v1/users/", id="trailing-slash-post"),
+        pytest.param("GET", "/v1/users/me/", id="trailing-slash-authenticated"),
     ],
 )
 async def test_unknown_route_is_404_not_found(

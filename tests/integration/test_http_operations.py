@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -259,6 +261,36 @@ async def test_openapi_is_version_3_1(openapi: dict[str, Any]) -> None:
 )
 async def test_openapi_documents_the_path(openapi: dict[str, Any], path: str, method: str) -> None:
     assert method in openapi["paths"][path]
+
+
+def _operations(openapi: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{method.upper()} {path}", operation)
+        for path, methods in openapi["paths"].items()
+        for method, operation in methods.items()
+    ]
+
+
+async def test_openapi_documents_bad_input_as_400_with_the_error_body(
+    openapi: dict[str, Any],
+) -> None:
+    """Bad input is 400 {"message", "code", "details"} here, never FastAPI's
+    422 {"detail"}: the document says what the service does."""
+    error_ref = "#/components/schemas/ErrorResponse"
+    for name, operation in _operations(openapi):
+        if not (operation.get("parameters") or operation.get("requestBody")):
+            continue
+        bad_input = operation["responses"].get("400")
+        assert bad_input is not None, name
+        assert bad_input["content"]["application/json"]["schema"]["$ref"] == error_ref, name
+    assert "HTTPValidationError" not in json.dumps(openapi)
+
+
+async def test_openapi_references_resolve(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(openapi)))
+    assert refs
+    assert refs <= set(schemas)
 
 
 async def test_docs_is_an_html_page(client: httpx.AsyncClient) -> None:

@@ -41,13 +41,17 @@ def create_http_app(deps: HTTPDependencies) -> ASGIApp:
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        # A path with a trailing slash is simply not a route (404), rather
+        # than a bodiless 307 to a Location built from the Host header.
+        redirect_slashes=False,
     )
     install_error_handlers(api)
     generate_openapi = api.openapi
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
-            api.openapi_schema = document_security(generate_openapi(), api.routes)
+            schema = document_security(generate_openapi(), api.routes)
+            api.openapi_schema = _without_framework_validation_errors(schema)
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
@@ -69,3 +73,22 @@ def create_http_app(deps: HTTPDependencies) -> ASGIApp:
         request_timeout=deps.request_timeout,
         max_body_bytes=MAX_BODY_BYTES,
     )
+
+
+_FRAMEWORK_422 = "#/components/schemas/HTTPValidationError"
+
+
+def _without_framework_validation_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI documents a 422 ``HTTPValidationError`` on every operation
+    with parameters; this service answers bad input with 400 and the error
+    body (declared on each router), so that 422 is removed from the document,
+    and with it the schemas only it used."""
+    for operation in (op for path in schema.get("paths", {}).values() for op in path.values()):
+        responses = operation.get("responses", {}) if isinstance(operation, dict) else {}
+        content = responses.get("422", {}).get("content", {})
+        if content.get("application/json", {}).get("schema", {}).get("$ref") == _FRAMEWORK_422:
+            del responses["422"]
+    schemas = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return schema
