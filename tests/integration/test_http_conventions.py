@@ -241,20 +241,24 @@ async def test_unknown_route_is_404_not_found(
 
 
 @pytest.mark.parametrize(
-    ("method", "path"),
+    ("method", "path", "allow"),
     [
-        pytest.param("DELETE", "/v1/users/me", id="delete-me"),
-        pytest.param("PUT", "/v1/users", id="put-users"),
-        pytest.param("GET", "/v1/auth/token", id="get-token"),
-        pytest.param("POST", "/healthz", id="post-healthz"),
-        pytest.param("PATCH", "/readyz", id="patch-readyz"),
+        pytest.param("DELETE", "/v1/users/me", "GET", id="delete-me"),
+        pytest.param("PUT", "/v1/users", "GET, POST", id="put-users"),
+        pytest.param("DELETE", "/v1/users", "GET, POST", id="delete-users"),
+        pytest.param("GET", "/v1/auth/token", "POST", id="get-token"),
+        pytest.param("POST", "/healthz", "GET, HEAD", id="post-healthz"),
+        pytest.param("PATCH", "/readyz", "GET, HEAD", id="patch-readyz"),
     ],
 )
-async def test_wrong_method_is_405(client: httpx.AsyncClient, method: str, path: str) -> None:
+async def test_wrong_method_is_405_naming_every_allowed_method(
+    client: httpx.AsyncClient, method: str, path: str, allow: str
+) -> None:
     response = await client.request(method, path)
 
     assert_error(response, 405, None)
     assert response.headers.get(REQUEST_ID)
+    assert response.headers["allow"] == allow
 
 
 @dataclass(frozen=True)

@@ -94,9 +94,23 @@ async def test_a_forged_cursor_is_400(
     assert_error(response, 400, "invalid_argument")
 
 
-async def test_a_deeply_nested_body_on_pay_is_400(
+NESTED = b"[" * 30_000 + b"]" * 30_000
+
+
+async def test_a_deeply_nested_body_on_a_credit_is_400(
     client: httpx.AsyncClient, make_account: AccountFactory
 ) -> None:
+    admin = await make_account("root@example.com", admin=True)
+    response = await client.post(
+        "/v1/admin/credits", content=NESTED, headers={**JSON, **admin.auth, "Idempotency-Key": "k"}
+    )
+    assert_error(response, 400, "invalid_argument")
+
+
+async def test_a_deeply_nested_body_on_pay_is_ignored(
+    client: httpx.AsyncClient, make_account: AccountFactory
+) -> None:
+    """Pay takes no body: this one is never parsed; the payer has no money."""
     payer, payee = await make_account("p@example.com"), await make_account("q@example.com")
     order = await client.post(
         "/v1/orders",
@@ -105,10 +119,10 @@ async def test_a_deeply_nested_body_on_pay_is_400(
     )
     response = await client.post(
         f"/v1/orders/{order.json()['id']}/pay",
-        content=b"[" * 30_000 + b"]" * 30_000,
+        content=NESTED,
         headers={**JSON, **{k.decode(): v.decode() for k, v in headers(payer, new_key()).items()}},
     )
-    assert_error(response, 400, "invalid_argument")
+    assert_error(response, 402, "insufficient_funds")
 
 
 async def test_a_non_admin_credit_without_a_key_is_403_not_400(
@@ -158,3 +172,15 @@ async def test_non_ascii_emails_are_unique_and_log_in_case_insensitively(
         "/v1/auth/token", json={"email": "ÉVA@EXAMPLE.COM", "password": PASSWORD}
     )
     assert login.status_code == 200, login.text
+
+
+async def test_an_email_spelled_in_another_unicode_form_is_the_same_account(
+    client: httpx.AsyncClient,
+) -> None:
+    composed = {"email": "ünï@exämple.com", "password": PASSWORD, "name": "Ünï"}
+    assert (await client.post("/v1/users", json=composed)).status_code == 201
+    for spelling in ("u\u0308ni\u0308@exa\u0308mple.com", "ünï@xn--exmple-cua.com"):
+        twin = await client.post("/v1/users", json={**composed, "email": spelling})
+        assert_error(twin, 409, "conflict")
+        login = await client.post("/v1/auth/token", json={"email": spelling, "password": PASSWORD})
+        assert login.status_code == 200, login.text

@@ -53,6 +53,13 @@ async def serving(
 # Liveness and readiness
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+async def test_health_answers_head_without_a_body(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.head(path)
+    assert response.status_code == 200
+    assert response.content == b""
+
+
 async def test_healthz_is_200_ok(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz")
 

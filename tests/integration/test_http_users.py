@@ -685,6 +685,13 @@ async def test_non_uuid_id_names_the_parameter(client: httpx.AsyncClient, people
             None,
             id="non-admin-unknown",
         ),
+        pytest.param("user", {}, 403, "permission_denied", None, id="non-admin-no-email"),
+        pytest.param(
+            "user", {"email": "x" * 2000}, 403, "permission_denied", None, id="non-admin-too-long"
+        ),
+        pytest.param(
+            "admin", {"email": "x" * 2000}, 400, "invalid_argument", None, id="too-long-email"
+        ),
         pytest.param("admin", {}, 400, "invalid_argument", None, id="missing-email-param"),
         pytest.param("admin", {"email": ""}, 400, "invalid_argument", None, id="empty-email-param"),
         pytest.param(

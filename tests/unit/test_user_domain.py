@@ -24,7 +24,20 @@ VALID_EMAILS: dict[str, tuple[str, str, str]] = {
     "plus-tag": ("ada+tag@example.com", "ada+tag@example.com", "ada+tag@example.com"),
     "subdomain": ("ada@mail.example.co.uk", "ada@mail.example.co.uk", "ada@mail.example.co.uk"),
     "exactly-254-chars": (LONGEST_EMAIL, LONGEST_EMAIL, LONGEST_EMAIL),
+    "non-ascii-lower-cased": ("Éva@example.com", "Éva@example.com", "éva@example.com"),
+    "decomposed-is-composed": ("e\u0301va@example.com", "e\u0301va@example.com", "éva@example.com"),
+    "unicode-domain-as-idna": ("ada@exämple.com", "ada@exämple.com", "ada@xn--exmple-cua.com"),
+    "idna-domain-kept": (
+        "ada@XN--EXMPLE-CUA.com",
+        "ada@XN--EXMPLE-CUA.com",
+        "ada@xn--exmple-cua.com",
+    ),
 }
+
+
+def test_two_spellings_of_one_address_share_a_key() -> None:
+    spellings = ["ünï@exämple.com", "u\u0308ni\u0308@exa\u0308mple.com", "ÜNÏ@xn--exmple-cua.com"]
+    assert len({Email.parse(s).normalized for s in spellings}) == 1
 
 
 @pytest.mark.parametrize(
@@ -181,7 +194,7 @@ def test_collect_violations_returns_values_in_order_when_all_pass() -> None:
         _email(" Ada@Example.com "), _name(" Ada "), _password("password1")
     )
 
-    assert (email, name, password) == (Email("Ada@Example.com"), "Ada", "password1")
+    assert (email, name, password) == (Email.parse("Ada@Example.com"), "Ada", "password1")
 
 
 def test_collect_violations_keeps_each_checks_own_message() -> None:

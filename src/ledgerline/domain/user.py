@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,9 +22,16 @@ UserId = uuid.UUID
 
 @dataclass(frozen=True, slots=True)
 class Email:
-    """An email address as the user typed it, trimmed; compared lower-cased."""
+    """An email address as the user typed it (trimmed), and the key it is
+    compared by: the local part in Unicode NFC and lower case, the domain in
+    its ASCII (IDNA) form. Two spellings of one address share a key."""
 
     value: str
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:  # built from a trusted value (a stored row, a test)
+            object.__setattr__(self, "key", unicodedata.normalize("NFC", self.value).lower())
 
     @classmethod
     def parse(cls, raw: str) -> Email:
@@ -36,15 +44,16 @@ class Email:
             )
         try:
             # Syntax only: deliverability would need DNS, which is I/O.
-            validate_email(value, check_deliverability=False)
+            checked = validate_email(value, check_deliverability=False)
         except EmailNotValidError as exc:
             raise InvalidArgumentError.for_field("email", str(exc)) from exc
-        return cls(value)
+        local = unicodedata.normalize("NFC", checked.local_part).lower()
+        return cls(value, f"{local}@{checked.ascii_domain.lower()}")
 
     @property
     def normalized(self) -> str:
-        """The uniqueness key: compared case-insensitively, Unicode-aware."""
-        return self.value.lower()
+        """The uniqueness key."""
+        return self.key
 
 
 def parse_name(raw: str) -> str:

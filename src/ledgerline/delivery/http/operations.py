@@ -42,4 +42,7 @@ def operations_router(readiness: Readiness, metrics: HTTPMetrics) -> APIRouter:
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    # HEAD too (undocumented): load balancers and uptime checkers probe with it.
+    router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+    router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
     return router

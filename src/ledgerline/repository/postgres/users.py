@@ -16,12 +16,13 @@ from ledgerline.repository.postgres.errors import translated
 Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 
 _COLUMNS = "id, email, name, password_hash, is_admin, created_at, updated_at"
+_READ = f"{_COLUMNS}, email_key"
 
 
 def _to_user(row: asyncpg.Record) -> User:
     return User(
         id=row["id"],
-        email=Email(row["email"]),
+        email=Email(row["email"], row["email_key"]),
         name=row["name"],
         password_hash=row["password_hash"],
         is_admin=row["is_admin"],
@@ -37,7 +38,7 @@ class PostgresUserRepository:
     @translated
     async def add(self, user: User) -> None:
         await self._db.execute(
-            f"INSERT INTO users ({_COLUMNS}, email_key) "  # noqa: S608
+            f"INSERT INTO users ({_READ}) "  # noqa: S608
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             user.id,
             user.email.value,
@@ -53,7 +54,7 @@ class PostgresUserRepository:
     @translated
     async def get_by_id(self, user_id: UserId) -> User | None:
         row = await self._db.fetchrow(
-            f"SELECT {_COLUMNS} FROM users WHERE id = $1",  # noqa: S608
+            f"SELECT {_READ} FROM users WHERE id = $1",  # noqa: S608
             user_id,
             timeout=remaining(),
         )
@@ -62,7 +63,7 @@ class PostgresUserRepository:
     @translated
     async def get_by_email(self, email: Email) -> User | None:
         row = await self._db.fetchrow(
-            f"SELECT {_COLUMNS} FROM users WHERE email_key = $1",  # noqa: S608
+            f"SELECT {_READ} FROM users WHERE email_key = $1",  # noqa: S608
             email.normalized,
             timeout=remaining(),
         )
