@@ -4,6 +4,8 @@ owner-only release and extend, and expiry after the TTL."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -11,6 +13,7 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
+from ledgerline.domain.errors import UnavailableError
 from ledgerline.domain.ports import LockManager
 from ledgerline.platform.locks import PostgresLockManager, RedisLockManager
 from tests.conftest import require_redis
@@ -82,3 +85,80 @@ async def test_many_contenders_one_winner(locks: LockManager) -> None:
     winners = [lease for lease in leases if lease is not None]
     assert len(winners) == 1
     assert await winners[0].release() is True
+
+
+# --------------------------------------------------------------------------
+# The PostgreSQL adapter's failure modes
+
+
+async def test_a_lock_pool_that_cannot_connect_is_unavailable(database_url: str) -> None:
+    closed = await asyncpg.create_pool(database_url, min_size=0, max_size=1)
+    await closed.close()
+    with pytest.raises(UnavailableError):
+        await PostgresLockManager(closed).try_acquire(_key(), 5)
+
+
+async def test_release_after_the_lock_connection_was_cut_does_not_raise(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    locks = PostgresLockManager(pool)
+    key = _key()
+    lease = await locks.try_acquire(key, 5)
+    assert lease is not None
+    holder = await pool.fetchval(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND objid = (hashtextextended($1, 0) & 4294967295)::oid",
+        key,
+    )
+    assert isinstance(holder, int)
+    assert await pool.fetchval("SELECT pg_terminate_backend($1)", holder)
+
+    await lease.release()  # no exception: the work under the lock is done
+
+    again = await locks.try_acquire(key, 5)
+    assert again is not None
+    assert await again.release()
+
+
+_HOLDER = """
+import asyncio, sys
+import asyncpg
+from ledgerline.platform.locks import PostgresLockManager
+
+async def main() -> None:
+    pool = await asyncpg.create_pool(sys.argv[1], min_size=0, max_size=1)
+    lease = await PostgresLockManager(pool).try_acquire(sys.argv[2], float(sys.argv[3]))
+    print("locked" if lease else "busy", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_frozen_holder_loses_the_lock_at_its_ttl(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    """The holder's own timer cannot run while its process is stopped: the
+    server ends the idle session, and the lock with it."""
+    key, ttl = _key(), 1.0
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLDER, database_url, key, str(ttl),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        assert (await asyncio.wait_for(holder.stdout.readline(), 30)).strip() == b"locked"
+        holder.send_signal(signal.SIGSTOP)
+        locks = PostgresLockManager(pool)
+        assert await locks.try_acquire(key, 5) is None
+        lease = None
+        for _ in range(100):  # the server checks idle sessions at the timeout
+            await asyncio.sleep(0.1)
+            lease = await locks.try_acquire(key, 5)
+            if lease is not None:
+                break
+        assert lease is not None, "the frozen holder kept the lock past its TTL"
+        assert await lease.release()
+    finally:
+        holder.kill()
+        await holder.wait()

@@ -1,11 +1,13 @@
 """LockManager adapters. Redis (SET NX PX, owner-token release and extend
 in Lua) when Redis is configured; PostgreSQL advisory locks otherwise. Every
-lock has a TTL: a holder that stalls loses it, which the payment
-transaction tolerates (it re-reads the order under a row lock)."""
+lock has a TTL that the lock service enforces: a holder that stalls loses
+it, which the payment transaction tolerates (it re-reads the order under a
+row lock)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 
 import asyncpg
@@ -13,7 +15,7 @@ import redis.asyncio as redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from ledgerline.domain.errors import UnavailableError
+from ledgerline.domain.errors import DeadlineExceededError, UnavailableError
 from ledgerline.platform.deadline import remaining
 from ledgerline.platform.logging import get_logger
 
@@ -79,9 +81,30 @@ class RedisLockManager:
         return int(result)
 
 
+# Errors of the lock pool's connections: the lock service is unavailable.
+# (TimeoutError is an OSError: it is caught before these, as a deadline.)
+_PG_UNAVAILABLE = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+
+# Takes the lock and has the server enforce its TTL: a session that stays
+# idle past idle_session_timeout is ended by the server, which frees the lock
+# even if this process is frozen or cut off. (The pool's full reset on
+# release puts the setting back.)
+_TRY_LOCK = (
+    "SELECT pg_try_advisory_lock(hashtextextended($1, 0)) "
+    "FROM (SELECT set_config('idle_session_timeout', $2, false)) AS ttl"
+)
+_SET_TTL = "SELECT set_config('idle_session_timeout', $1, false)"
+
+
 class PostgresLease:
-    """A session-level advisory lock on a connection of its own; past its TTL
-    the lease unlocks itself, as a Redis key would expire."""
+    """A session-level advisory lock on a connection of its own. Its TTL is
+    kept twice: by the server (the idle session is ended) and by the holder
+    (a timer unlocks it), as a Redis key would expire."""
 
     def __init__(
         self, pool: asyncpg.Pool, conn: asyncpg.pool.PoolConnectionProxy, key: str, ttl: float
@@ -97,23 +120,34 @@ class PostgresLease:
         self._expiry = asyncio.get_running_loop().create_task(self._unlock())
 
     async def _unlock(self) -> bool:
+        """Never raises: the work under the lock is done (and may have
+        committed), so a failed unlock must not turn it into an error. A
+        connection that failed is closed by the pool, which ends the lock."""
         conn, self._conn = self._conn, None
         if conn is None:
             return False
+        log = get_logger("ledgerline.locks")
         try:
             await conn.execute(
                 "SELECT pg_advisory_unlock(hashtextextended($1, 0))", self.key, timeout=5
             )
-        except (asyncpg.PostgresError, OSError, TimeoutError):
-            # The pool's full reset on release unlocks it, or closing the
-            # connection does: either way the lock does not outlive this.
-            get_logger("ledgerline.locks").warning("advisory unlock failed", key=self.key)
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.warning("advisory unlock failed", key=self.key)
         finally:
-            await self._pool.release(conn)
+            try:
+                await self._pool.release(conn)
+            except Exception:  # noqa: BLE001 - a broken connection; the pool replaces it
+                log.warning("lock connection release failed", key=self.key)
         return True
 
     async def extend(self, ttl_seconds: float) -> bool:
-        if self._conn is None:
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            await conn.fetchval(_SET_TTL, f"{_millis(ttl_seconds)}ms", timeout=5)
+        except Exception:  # noqa: BLE001 - the session is gone, and the lock with it
+            get_logger("ledgerline.locks").warning("lock extend failed", key=self.key)
             return False
         self._timer.cancel()
         self._timer = asyncio.get_running_loop().call_later(ttl_seconds, self._expire)
@@ -129,13 +163,23 @@ class PostgresLockManager:
         self._pool = pool
 
     async def try_acquire(self, key: str, ttl_seconds: float) -> PostgresLease | None:
-        conn = await self._pool.acquire(timeout=remaining())
+        try:
+            conn = await self._pool.acquire(timeout=remaining())
+        except TimeoutError as exc:
+            raise DeadlineExceededError() from exc
+        except _PG_UNAVAILABLE as exc:
+            raise UnavailableError("the lock service is unavailable") from exc
         try:
             acquired = await conn.fetchval(
-                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key, timeout=remaining()
+                _TRY_LOCK, key, f"{_millis(ttl_seconds)}ms", timeout=remaining()
             )
-        except BaseException:
-            await self._pool.release(conn)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await self._pool.release(conn)
+            if isinstance(exc, TimeoutError):
+                raise DeadlineExceededError() from exc
+            if isinstance(exc, _PG_UNAVAILABLE):
+                raise UnavailableError("the lock service is unavailable") from exc
             raise
         if not acquired:
             await self._pool.release(conn)
