@@ -4,6 +4,7 @@ request id, deadline, body-size limit, one access-log line and metrics."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 import uuid
@@ -85,6 +86,13 @@ class RequestEnvelope:
         except TimeoutError:
             if not response_started:
                 await send_error(send_with_id, 504, "deadline_exceeded", "deadline exceeded")
+        except asyncio.CancelledError:
+            # Cancelled from outside: the shutdown deadline passed with this
+            # request still running. Answer in the API's shape before going.
+            if not response_started:
+                with contextlib.suppress(Exception):
+                    await send_error(send_with_id, 503, "unavailable", "the server is stopping")
+            raise
         except Exception:  # noqa: BLE001 - the outermost net: log it, answer 500
             # The framework has already answered 500 if it could; log once here.
             self._log.exception("unhandled error", method=scope["method"], path=scope["path"])
