@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import secrets
 import signal
 import socket
@@ -19,7 +20,7 @@ import redis.asyncio as redis
 import uvloop
 from starlette.types import ASGIApp
 
-from ledgerline.config import Settings
+from ledgerline.config import ConfigError, Settings
 from ledgerline.delivery.http.app import HTTPDependencies, create_http_app
 from ledgerline.delivery.http.server import HTTPServer, bind_socket
 from ledgerline.domain.ports import Clock, LockManager, PasswordHasher
@@ -83,25 +84,41 @@ def prepare_runtime(settings: Settings, *, run_migrations: bool) -> Runtime:
     return Runtime(database_url, secret, embedded)
 
 
+MIN_SECRET_LENGTH = 32
+
+
 def _jwt_secret(settings: Settings) -> str:
     if settings.jwt_secret is not None:
         return settings.jwt_secret.get_secret_value()
     path: Path = settings.data_dir / JWT_SECRET_FILE
-    if path.exists():
-        return path.read_text().strip()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    # O_EXCL: if two processes race, one writes and both read the winner's.
-    try:
-        with path.open("x") as handle:
-            path.chmod(0o600)
-            handle.write(secret)
-    except FileExistsError:
-        return path.read_text().strip()
-    get_logger("ledgerline.app").warning(
-        "LEDGERLINE_JWT_SECRET is not set: made a new secret and kept it in the data directory",
-        path=str(path),
-    )
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Written whole to a file of its own, then linked into place: the
+        # link fails if another process got there first, and a reader never
+        # sees a half-written secret. Both then use the one that is there.
+        draft = path.with_name(f".{JWT_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        try:
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(draft, path)
+            get_logger("ledgerline.app").warning(
+                "LEDGERLINE_JWT_SECRET is not set: made a new secret and kept it in the data "
+                "directory",
+                path=str(path),
+            )
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink(missing_ok=True)
+    secret = path.read_text().strip()
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"{path}: the kept JWT secret is shorter than {MIN_SECRET_LENGTH} characters; "
+            "delete the file to make a new one, or set LEDGERLINE_JWT_SECRET"
+        )
     return secret
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -26,12 +28,19 @@ users_cli = typer.Typer(help="Manage users.", no_args_is_help=True)
 cli.add_typer(users_cli, name="users")
 
 
-def _settings(**overrides: object) -> Settings:
+@contextlib.contextmanager
+def _config_errors() -> Iterator[None]:
+    """A bad configuration ends the command with one line and status 2."""
     try:
-        settings = load_settings(**overrides)
+        yield
     except ConfigError as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+def _settings(**overrides: object) -> Settings:
+    with _config_errors():
+        settings = load_settings(**overrides)
     configure_logging(settings.log_level, settings.log_format)
     return settings
 
@@ -52,7 +61,10 @@ def serve_command(
         overrides["http_host"] = host
     if port is not None:
         overrides["http_port"] = port
-    raise typer.Exit(serve(_settings(**overrides), workers))
+    settings = _settings(**overrides)
+    with _config_errors():
+        code = serve(settings, workers)
+    raise typer.Exit(code)
 
 
 @cli.command("migrate")
@@ -60,7 +72,8 @@ def migrate_command() -> None:
     """Bring the database schema up to date. Safe to run twice or concurrently."""
     settings = _settings()
     if settings.database_url is None:
-        prepare_runtime(settings, run_migrations=True).close()
+        with _config_errors():
+            prepare_runtime(settings, run_migrations=True).close()
     else:
         run_migrations(settings.database_url)
     typer.echo("database schema is up to date")
@@ -80,7 +93,8 @@ def create_admin(
         raise typer.Exit(2)
     password = sys.stdin.readline().rstrip("\r\n")
     settings = _settings()
-    runtime = prepare_runtime(settings, run_migrations=False)
+    with _config_errors():
+        runtime = prepare_runtime(settings, run_migrations=False)
     try:
         result = asyncio.run(_create_admin(settings, runtime, Registration(email, password, name)))
     except DomainError as exc:

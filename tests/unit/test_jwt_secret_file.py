@@ -1,0 +1,55 @@
+"""The JWT secret kept in the data directory when none is configured."""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from threading import Barrier
+
+import pytest
+
+from ledgerline.app import MIN_SECRET_LENGTH, _jwt_secret
+from ledgerline.config import ConfigError, Settings
+
+ROUNDS = 10
+RACERS = 4
+
+
+def _race(base: str, barrier: Barrier) -> list[str]:
+    secrets = []
+    for round_ in range(ROUNDS):
+        settings = Settings(data_dir=Path(base) / str(round_))
+        barrier.wait()
+        secrets.append(_jwt_secret(settings))
+    return secrets
+
+
+def test_processes_racing_on_a_fresh_directory_share_one_whole_secret(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        barrier = manager.Barrier(RACERS)
+        with ProcessPoolExecutor(RACERS, mp_context=context) as pool:
+            futures = [pool.submit(_race, str(tmp_path), barrier) for _ in range(RACERS)]
+            results = [future.result(timeout=120) for future in futures]
+    for round_ in range(ROUNDS):
+        seen = {result[round_] for result in results}
+        assert len(seen) == 1, f"round {round_}: {len(seen)} different secrets"
+        (secret,) = seen
+        assert len(secret) >= MIN_SECRET_LENGTH
+        assert (tmp_path / str(round_) / "jwt_secret").read_text() == secret
+        assert [p.name for p in (tmp_path / str(round_)).iterdir()] == ["jwt_secret"]
+
+
+def test_the_kept_secret_is_reused(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert _jwt_secret(settings) == _jwt_secret(settings)
+
+
+@pytest.mark.parametrize("content", ["", "short", " " * 40], ids=["empty", "short", "blank"])
+def test_a_kept_secret_too_short_to_sign_with_is_a_configuration_error(
+    tmp_path: Path, content: str
+) -> None:
+    (tmp_path / "jwt_secret").write_text(content)
+    with pytest.raises(ConfigError, match="shorter than"):
+        _jwt_secret(Settings(data_dir=tmp_path))
