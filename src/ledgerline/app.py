@@ -32,7 +32,11 @@ from ledgerline.platform.logging import configure_logging, get_logger
 from ledgerline.platform.metrics import HTTPMetrics
 from ledgerline.platform.passwords import Argon2Hasher, Argon2Params
 from ledgerline.platform.periodic import Periodic
-from ledgerline.platform.supervisor import Supervisor
+from ledgerline.platform.supervisor import (
+    Supervisor,
+    hold_stop_signals,
+    release_stop_signals,
+)
 from ledgerline.platform.tokens import JWTIssuer
 from ledgerline.repository.postgres.idempotency import PostgresIdempotencyStore
 from ledgerline.repository.postgres.ledger import PostgresLedgerRepository
@@ -259,7 +263,8 @@ def serve(settings: Settings, workers: int) -> int:
             args = (settings, runtime.database_url, runtime.jwt_secret, sock)
             if workers == 1:
                 return run_worker(*args)
-            supervisor = Supervisor(worker_main, args, workers, settings.shutdown_timeout_seconds)
+            budget = settings.shutdown_drain_seconds + settings.shutdown_timeout_seconds
+            supervisor = Supervisor(worker_main, args, workers, budget)
             return supervisor.run()
         finally:
             sock.close()
@@ -271,6 +276,7 @@ def worker_main(
     settings: Settings, database_url: str, jwt_secret: str, sock: socket.socket
 ) -> None:
     """Entry point of a worker process (spawned: it starts from scratch)."""
+    hold_stop_signals()
     configure_logging(settings.log_level, settings.log_format)
     sys.exit(run_worker(settings, database_url, jwt_secret, sock))
 
@@ -286,6 +292,7 @@ async def _serve(app: Application, sock: socket.socket) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    release_stop_signals()  # a stop held back during start-up lands now
     await app.start()
     app.start_jobs()
     # Everything built so far lives as long as the process: keep it out of
