@@ -10,6 +10,7 @@ import pytest
 
 from ledgerline.domain.errors import FailedPreconditionError, InvalidArgumentError
 from ledgerline.domain.idempotency import parse_idempotency_key
+from ledgerline.domain.ledger import Transfer, TransferKind
 from ledgerline.domain.money import MAX_AMOUNT, Money
 from ledgerline.domain.order import (
     DESCRIPTION_MAX_LENGTH,
@@ -284,3 +285,17 @@ def test_parse_idempotency_key_rejects(raw: str | None) -> None:
         parse_idempotency_key(raw)
 
     assert [d.field for d in caught.value.details] == [KEY_HEADER]
+
+
+def test_a_transfer_between_one_account_and_itself_is_refused() -> None:
+    someone = uuid.uuid4()
+    with pytest.raises(ValueError, match="two different accounts"):
+        Transfer(
+            uuid.uuid4(),
+            TransferKind.PAYMENT,
+            someone,
+            someone,
+            Money(5, "EUR"),
+            uuid.uuid4(),
+            datetime.now(UTC),
+        )

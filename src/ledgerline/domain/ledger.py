@@ -33,6 +33,10 @@ class Transfer:
     order_id: OrderId | None
     created_at: datetime
 
+    def __post_init__(self) -> None:
+        if self.source == self.destination:
+            raise ValueError("a transfer moves money between two different accounts")
+
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:

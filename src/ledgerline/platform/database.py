@@ -130,29 +130,43 @@ def _clear_stale_state(pgdata: Path) -> None:
     otherwise trust. It counts the processes using the server in
     ``.handle_pids.json`` and stops the server when the last one leaves: a
     dead pid there means the server is never stopped again. And it takes a
-    ``postmaster.pid`` whose pid is alive as a running server: after a
-    restart that pid may belong to anything, and the server never starts."""
+    ``postmaster.pid`` whose pid is alive as a running server, as PostgreSQL
+    does a socket's lock file: after a restart that pid may belong to
+    anything (or be a zombie), and the server never starts."""
     log = get_logger("ledgerline.embedded_postgres")
     handles = pgdata / ".handle_pids.json"
     try:
         pids = [int(pid) for pid in json.loads(handles.read_text())]
     except (OSError, ValueError, TypeError):
         pids = []
-    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    alive = [pid for pid in pids if _is_running(pid)]
     if alive != pids:
         handles.write_text(json.dumps(alive))
         log.info(
             "forgot users of the embedded server that are gone", pids=sorted(set(pids) - set(alive))
         )
-    postmaster = pgdata / "postmaster.pid"
+    # postmaster.pid, and the lock file of each socket, name the server's
+    # pid; PostgreSQL and the wheel believe any live process with that pid.
+    locks = [pgdata / "postmaster.pid", *pgdata.glob(".s.PGSQL.*.lock")]
+    for lock in locks:
+        try:
+            pid = int(lock.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            continue
+        if _is_running(pid, "postgres"):
+            continue
+        lock.unlink(missing_ok=True)
+        if lock.name != "postmaster.pid":
+            lock.with_suffix("").unlink(missing_ok=True)  # the socket itself
+        log.warning("removed a stale lock file of the embedded server", file=lock.name, pid=pid)
+
+
+def _is_running(pid: int, name: str | None = None) -> bool:
+    """Alive (not a zombie) and, when ``name`` is given, running that program."""
     try:
-        pid = int(postmaster.read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return
-    try:
-        is_postgres = psutil.Process(pid).name() == "postgres"
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return name is None or process.name() == name
     except psutil.Error:
-        return  # no such process: the wheel starts a new server itself
-    if not is_postgres:
-        postmaster.unlink(missing_ok=True)
-        log.warning("removed a stale postmaster.pid naming another process", pid=pid)
+        return False
