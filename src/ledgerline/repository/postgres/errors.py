@@ -66,6 +66,8 @@ _UNAVAILABLE = (
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,  # a connection cut in the middle of an operation
+    asyncpg.ReadOnlySQLTransactionError,  # a replica promoted elsewhere / failing over
+    asyncpg.TransactionRollbackError,  # deadlock or serialization failure: retry later
     ConnectionError,
     OSError,
 )
