@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 import redis.asyncio as redis
 import uvloop
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp
 
 from ledgerline.config import ConfigError, Settings
@@ -253,6 +254,11 @@ class Application:
             self._executor = None
 
 
+# What a database or Redis that does not answer raises while the pools and
+# clients are built.
+STARTUP_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError)
+
+
 def serve(settings: Settings, workers: int) -> int:
     """`ledgerline serve`: resolve the runtime once, bind the port once, then
     serve in this process or in ``workers`` processes sharing the socket."""
@@ -293,7 +299,13 @@ async def _serve(app: Application, sock: socket.socket) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     release_stop_signals()  # a stop held back during start-up lands now
-    await app.start()
+    try:
+        await app.start()
+    except STARTUP_ERRORS as exc:
+        # One line, not a traceback: the operator's problem is the address.
+        log.error("could not start: a dependency does not answer", error=repr(exc))
+        await app.stop()
+        return 1
     app.start_jobs()
     # Everything built so far lives as long as the process: keep it out of
     # the garbage collector's scans (fewer, shorter pauses under load).

@@ -108,8 +108,8 @@ def create_admin(
 
 async def _create_admin(settings: Settings, runtime: Runtime, request: Registration) -> AdminResult:
     app = Application(settings, runtime)
-    await app.start()
     try:
+        await app.start()
         assert app.users is not None
         return await app.users.create_admin(request)
     finally:

@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.conftest import JWT_SECRET, LEDGERLINE, Service, clean_env
+from tests.e2e.conftest import JWT_SECRET, LEDGERLINE, Service, clean_env, free_port
 
 pytestmark = pytest.mark.e2e
 StartService = Callable[..., Service]
@@ -143,6 +143,25 @@ def test_bad_configuration_stops_at_start(variable: str, value: str) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert variable in lines[0]
+
+
+def test_a_database_that_does_not_answer_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [LEDGERLINE, "serve"],
+        env=clean_env(
+            LEDGERLINE_DATABASE_URL="postgresql://postgres@127.0.0.1:1/nowhere",
+            LEDGERLINE_JWT_SECRET=JWT_SECRET,
+            LEDGERLINE_HTTP_PORT=str(free_port()),
+            LEDGERLINE_DATA_DIR=str(tmp_path),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "could not start: a dependency does not answer" in result.stderr
 
 
 async def test_create_admin_then_admin_lookup(
