@@ -4,6 +4,7 @@ Settings into a running object graph and tears it down again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import secrets
@@ -238,6 +239,10 @@ class Application:
         for job in self._jobs:
             await job.stop()
         self._jobs.clear()
+        if self.payments is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self.payments.settle()  # before the lock service goes
         for pool in (self._lock_pool, self.pool):
             if pool is not None:
                 try:

@@ -162,3 +162,39 @@ async def test_a_frozen_holder_loses_the_lock_at_its_ttl(
     finally:
         holder.kill()
         await holder.wait()
+
+
+class _ReplyLostRedis:
+    """Sends SET to the real Redis, then is cancelled before the reply is
+    read, as a request deadline would do."""
+
+    def __init__(self, inner: redis.Redis) -> None:
+        self._inner = inner
+
+    def register_script(self, script: str) -> object:
+        return self._inner.register_script(script)
+
+    async def set(self, *args: object, **kwargs: object) -> object:
+        await self._inner.set(*args, **kwargs)  # type: ignore[arg-type]
+        raise asyncio.CancelledError
+
+
+async def test_a_redis_lock_whose_reply_was_lost_to_a_cancellation_is_undone(
+    redis_url: str | None,
+) -> None:
+    client = redis.Redis.from_url(require_redis(redis_url))
+    try:
+        locks = RedisLockManager(_ReplyLostRedis(client))  # type: ignore[arg-type]
+        key = _key()
+        with pytest.raises(asyncio.CancelledError):
+            await locks.try_acquire(key, 30)
+        for _ in range(50):  # the undo runs in the background
+            if not await client.exists(key):
+                break
+            await asyncio.sleep(0.02)
+        assert not await client.exists(key), "the lock stayed held until its TTL"
+        again = await RedisLockManager(client).try_acquire(key, 5)
+        assert again is not None
+        assert await again.release()
+    finally:
+        await client.aclose()

@@ -31,6 +31,7 @@ from ledgerline.usecase.payments import NewOrder, PaymentService, PaymentSetting
 from tests.fakes import (
     FakeClock,
     InMemoryIdempotency,
+    InMemoryLease,
     InMemoryLedger,
     InMemoryLocks,
     InMemoryOrders,
@@ -894,3 +895,62 @@ async def test_fake_lease_releases_only_its_own_lock(world: World) -> None:
     assert world.locks.is_held_by("k", second.token)
     assert await second.release() is True
     assert not world.locks.is_held("k")
+
+
+class _GatedLease:
+    """A lease whose release waits for a gate: a slow lock service."""
+
+    def __init__(self, inner: InMemoryLease, gate: asyncio.Event, started: asyncio.Event) -> None:
+        self._inner, self._gate, self._started = inner, gate, started
+        self.key = inner.key
+
+    async def extend(self, ttl_seconds: float) -> bool:
+        return await self._inner.extend(ttl_seconds)
+
+    async def release(self) -> bool:
+        self._started.set()
+        await self._gate.wait()
+        return await self._inner.release()
+
+
+class _GatedLocks:
+    def __init__(self, inner: InMemoryLocks) -> None:
+        self._inner = inner
+        self.gate, self.release_started = asyncio.Event(), asyncio.Event()
+
+    async def try_acquire(self, key: str, ttl_seconds: float) -> _GatedLease | None:
+        lease = await self._inner.try_acquire(key, ttl_seconds)
+        return None if lease is None else _GatedLease(lease, self.gate, self.release_started)
+
+
+async def test_settle_waits_for_a_release_that_outlived_its_cancelled_request(
+    world: World,
+) -> None:
+    """A cancelled pay leaves its (shielded) release running; a stopping
+    process settles it before it closes the lock service."""
+    await world.fund("alice", PRICE)
+    order = await world.order()
+    locks = _GatedLocks(world.locks)
+    service = PaymentService(
+        users=world.users,
+        orders=world.uow.orders,
+        ledger=world.uow.ledger,
+        idempotency=world.uow.idempotency,
+        uow=world.uow,
+        locks=locks,
+        clock=world.clock,
+        settings=SETTINGS,
+    )
+    pay = asyncio.create_task(service.process_payment(world.alice, order.id, world.request()))
+    await locks.release_started.wait()
+    pay.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pay
+    settling = asyncio.create_task(service.settle())
+    await asyncio.sleep(0.05)
+    assert not settling.done()
+    assert _lock_key(order) in world.locks.held
+
+    locks.gate.set()
+    await settling
+    assert _lock_key(order) not in world.locks.held

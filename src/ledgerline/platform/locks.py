@@ -62,6 +62,7 @@ class RedisLease:
 class RedisLockManager:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
+        self._undoing: set[asyncio.Task[bool]] = set()
         self.release_script = client.register_script(_RELEASE)
         self.extend_script = client.register_script(_EXTEND)
 
@@ -71,7 +72,18 @@ class RedisLockManager:
             acquired = await self._client.set(key, token, nx=True, px=_millis(ttl_seconds))
         except RedisError as exc:
             raise UnavailableError("the lock service is unavailable") from exc
+        except (asyncio.CancelledError, TimeoutError):
+            # Cancelled (a deadline) after sending: Redis may have set the
+            # key with nobody left to release it. Undo it with the token,
+            # which can only delete our own key.
+            self._undo(RedisLease(self, key, token))
+            raise
         return RedisLease(self, key, token) if acquired else None
+
+    def _undo(self, lease: RedisLease) -> None:
+        task = asyncio.get_running_loop().create_task(lease.release())
+        self._undoing.add(task)
+        task.add_done_callback(self._undoing.discard)
 
     async def run(self, script: AsyncScript, key: str, *args: str | int) -> int:
         try:

@@ -281,6 +281,13 @@ class PaymentService:
         if not await uow.idempotency.save(record):
             raise _KeyTakenError
 
+    async def settle(self) -> None:
+        """Waits for lock releases still under way, so that a stopping
+        process does not close the lock service beneath them. (Each release
+        is bounded by its adapter's own timeouts; callers may bound this.)"""
+        if self._releasing:
+            await asyncio.wait(set(self._releasing))
+
     @asynccontextmanager
     async def _hold(self, key: str) -> AsyncIterator[None]:
         lease = await self._locks.try_acquire(key, self._settings.lock_ttl_seconds)
