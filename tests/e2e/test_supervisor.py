@@ -4,8 +4,10 @@ they keep failing, their supervisor dies, or their drain is long."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from ledgerline.platform.supervisor import Supervisor
 from tests.e2e.conftest import JWT_SECRET, LEDGERLINE, Service, clean_env, free_port
 
 pytestmark = pytest.mark.e2e
@@ -65,5 +68,78 @@ async def test_a_drain_longer_than_the_old_budget_still_ends_cleanly(
         LEDGERLINE_SHUTDOWN_TIMEOUT_SECONDS="1",
     )
     service.proc.send_signal(signal.SIGTERM)
-    assert await asyncio.to_thread(service.proc.wait, 90) == 0
-    assert "killing it" not in service.log.read_text()
+    status = await asyncio.to_thread(service.proc.wait, 90)
+    log = service.log.read_text()
+    assert status == 0, log[-4000:]
+    assert "killing it" not in log
+
+
+def test_a_stop_while_workers_are_still_starting_is_a_clean_one(
+    tmp_path: Path, database_url: str
+) -> None:
+    """SIGTERM as soon as the workers exist, while they are still importing:
+    each one starts, then stops gracefully; none dies of the signal."""
+    log = tmp_path / "serve.log"
+    env = clean_env(
+        LEDGERLINE_HTTP_PORT=str(free_port()),
+        LEDGERLINE_DATA_DIR=str(tmp_path / "data"),
+        LEDGERLINE_DATABASE_URL=database_url,
+        LEDGERLINE_JWT_SECRET=JWT_SECRET,
+    )
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [LEDGERLINE, "serve", "--workers", "2"], env=env, stdout=out, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while log.read_text().count('"worker started"') < 2:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert status == 0, text[-4000:]
+    assert "worker died" not in text
+    # Both were born with the stop held, so both started and then stopped.
+    assert text.count('"event": "stopped"') == 2, text[-4000:]
+
+
+def _worker_without_handlers(code_on_term: int | None, ready: Path) -> None:
+    """A worker that never gets to install its handlers (still importing)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    if code_on_term is not None:
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(code_on_term))
+    (ready / str(os.getpid())).touch()
+    time.sleep(60)
+
+
+def _stop_when_ready(ready: Path, workers: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(list(ready.iterdir())) < workers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)  # the supervisor's handler is run()'s
+
+
+@pytest.mark.parametrize(
+    ("code_on_term", "expected"),
+    [
+        pytest.param(None, 0, id="killed-by-the-stop-before-serving-is-clean"),
+        pytest.param(0, 0, id="exit-0-is-clean"),
+        pytest.param(3, 1, id="exit-3-is-a-failure"),
+    ],
+)
+def test_how_the_supervisor_reads_its_workers_ends(
+    code_on_term: int | None, expected: int, tmp_path: Path
+) -> None:
+    supervisor = Supervisor(_worker_without_handlers, (code_on_term, tmp_path), 2, 5.0)
+    stopper = threading.Thread(target=_stop_when_ready, args=(tmp_path, 2))
+    stopper.start()
+    try:
+        assert supervisor.run() == expected
+    finally:
+        stopper.join()

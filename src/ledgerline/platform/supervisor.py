@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
@@ -26,6 +27,7 @@ from ledgerline.platform.logging import get_logger
 RESTART_WINDOW_SECONDS = 60.0
 SHUTDOWN_MARGIN_SECONDS = 15.0  # a worker's own clean-up after its requests
 _PR_SET_PDEATHSIG = 1
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class Supervisor:
@@ -69,7 +71,18 @@ class Supervisor:
 
     def _spawn(self) -> BaseProcess:
         proc = self._ctx.Process(target=self._target, args=self._args, daemon=False)
-        proc.start()
+        # The child inherits this thread's signal mask: born with SIGTERM and
+        # SIGINT held, it cannot be killed by a stop that lands while it is
+        # still importing, before ``hold_stop_signals`` runs. Here, a signal
+        # held meanwhile is handled when the mask is restored.
+        # Start the resource tracker first: the first start launches it, and
+        # unblocks these two signals in this thread when it has.
+        resource_tracker.ensure_running()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         self._log.info("worker started", pid=proc.pid)
         return proc
 
@@ -111,17 +124,23 @@ class Supervisor:
                 self._log.error("worker missed the shutdown deadline; killing it", pid=proc.pid)
                 proc.kill()
                 proc.join()
-            if proc.exitcode != 0:
+            if proc.exitcode == -signal.SIGTERM:
+                # Killed by the SIGTERM itself: it had no handler yet, so it
+                # had not begun to serve (the handlers come first). Nothing lost.
+                self._log.info("worker stopped before it served", pid=proc.pid)
+            elif proc.exitcode != 0:
+                self._log.error("worker did not stop cleanly", pid=proc.pid, exitcode=proc.exitcode)
                 failed += 1
         return 0 if failed == 0 else 1
 
 
 def hold_stop_signals() -> None:
-    """In a worker, before anything else: SIGTERM/SIGINT wait (pending) until
+    """In a worker, before anything else (a worker spawned by ``Supervisor`` is
+    born with them held already): SIGTERM/SIGINT wait (pending) until
     the worker's own handlers are installed (``release_stop_signals``), so a
     stop that arrives during start-up is a graceful one. And the worker gets
     SIGTERM when its supervisor dies, so it never serves unsupervised."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     parent = multiprocessing.parent_process()
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
@@ -131,4 +150,4 @@ def hold_stop_signals() -> None:
 
 
 def release_stop_signals() -> None:
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
