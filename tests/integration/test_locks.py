@@ -13,8 +13,9 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
-from ledgerline.domain.errors import UnavailableError
+from ledgerline.domain.errors import DeadlineExceededError, UnavailableError
 from ledgerline.domain.ports import LockManager
+from ledgerline.platform.deadline import deadline_scope
 from ledgerline.platform.locks import PostgresLockManager, RedisLockManager
 from tests.conftest import require_redis
 
@@ -98,6 +99,18 @@ async def test_a_lock_pool_that_cannot_connect_is_unavailable(database_url: str)
         await PostgresLockManager(closed).try_acquire(_key(), 5)
 
 
+async def test_a_lock_pool_with_no_free_connection_before_the_deadline(
+    database_url: str,
+) -> None:
+    small = await asyncpg.create_pool(database_url, min_size=0, max_size=1)
+    try:
+        async with small.acquire():  # the only connection is taken
+            with deadline_scope(0.2), pytest.raises(DeadlineExceededError):
+                await PostgresLockManager(small).try_acquire(_key(), 5)
+    finally:
+        await small.close()
+
+
 async def test_release_after_the_lock_connection_was_cut_does_not_raise(
     pool: asyncpg.Pool, database_url: str
 ) -> None:
@@ -123,6 +136,7 @@ async def test_release_after_the_lock_connection_was_cut_does_not_raise(
 _HOLDER = """
 import asyncio, sys
 import asyncpg
+from ledgerline.platform.deadline import deadline_scope
 from ledgerline.platform.locks import PostgresLockManager
 
 async def main() -> None:

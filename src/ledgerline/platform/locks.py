@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections.abc import Iterator
 
 import asyncpg
 import redis.asyncio as redis
@@ -102,6 +103,18 @@ _PG_UNAVAILABLE = (
     OSError,
 )
 
+
+@contextlib.contextmanager
+def _lock_pool_errors() -> Iterator[None]:
+    """The lock pool's errors in the domain's terms."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise DeadlineExceededError() from exc
+    except _PG_UNAVAILABLE as exc:
+        raise UnavailableError("the lock service is unavailable") from exc
+
+
 # Takes the lock and has the server enforce its TTL: a session that stays
 # idle past idle_session_timeout is ended by the server, which frees the lock
 # even if this process is frozen or cut off. (The pool's full reset on
@@ -175,23 +188,16 @@ class PostgresLockManager:
         self._pool = pool
 
     async def try_acquire(self, key: str, ttl_seconds: float) -> PostgresLease | None:
-        try:
+        with _lock_pool_errors():
             conn = await self._pool.acquire(timeout=remaining())
-        except TimeoutError as exc:
-            raise DeadlineExceededError() from exc
-        except _PG_UNAVAILABLE as exc:
-            raise UnavailableError("the lock service is unavailable") from exc
         try:
-            acquired = await conn.fetchval(
-                _TRY_LOCK, key, f"{_millis(ttl_seconds)}ms", timeout=remaining()
-            )
-        except BaseException as exc:
+            with _lock_pool_errors():
+                acquired = await conn.fetchval(
+                    _TRY_LOCK, key, f"{_millis(ttl_seconds)}ms", timeout=remaining()
+                )
+        except BaseException:
             with contextlib.suppress(Exception):
                 await self._pool.release(conn)
-            if isinstance(exc, TimeoutError):
-                raise DeadlineExceededError() from exc
-            if isinstance(exc, _PG_UNAVAILABLE):
-                raise UnavailableError("the lock service is unavailable") from exc
             raise
         if not acquired:
             await self._pool.release(conn)
