@@ -62,7 +62,8 @@ class Service:
 def start_service(tmp_path: Path) -> Iterator[object]:
     started: list[Service] = []
 
-    def start(*args: str, **env: str) -> Service:
+    def start(*args: str, healthy: bool = True, **env: str) -> Service:
+        """``healthy=False``: return as soon as the process runs."""
         port = free_port()
         log = tmp_path / f"serve-{port}.log"
         environment = clean_env(
@@ -76,7 +77,8 @@ def start_service(tmp_path: Path) -> Iterator[object]:
             )
         service = Service(proc, port, log)
         started.append(service)
-        service.wait_healthy()
+        if healthy:
+            service.wait_healthy()
         return service
 
     yield start

@@ -74,35 +74,26 @@ async def test_a_drain_longer_than_the_old_budget_still_ends_cleanly(
     assert "killing it" not in log
 
 
-def test_a_stop_while_workers_are_still_starting_is_a_clean_one(
-    tmp_path: Path, database_url: str
+async def test_a_stop_while_workers_are_still_starting_is_a_clean_one(
+    start_service: StartService, database_url: str
 ) -> None:
     """SIGTERM as soon as the workers exist, while they are still importing:
     each one starts, then stops gracefully; none dies of the signal."""
-    log = tmp_path / "serve.log"
-    env = clean_env(
-        LEDGERLINE_HTTP_PORT=str(free_port()),
-        LEDGERLINE_DATA_DIR=str(tmp_path / "data"),
+    service = start_service(
+        "--workers",
+        "2",
+        healthy=False,
         LEDGERLINE_DATABASE_URL=database_url,
         LEDGERLINE_JWT_SECRET=JWT_SECRET,
     )
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [LEDGERLINE, "serve", "--workers", "2"], env=env, stdout=out, stderr=out
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while log.read_text().count('"worker started"') < 2:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGTERM)
-        status = proc.wait(90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = log.read_text()
+    deadline = time.monotonic() + 60
+    while service.log.read_text().count('"worker started"') < 2:
+        assert service.proc.poll() is None, service.log.read_text()
+        assert time.monotonic() < deadline, service.log.read_text()
+        await asyncio.sleep(0.005)
+    service.proc.send_signal(signal.SIGTERM)
+    status = await asyncio.to_thread(service.proc.wait, 90)
+    text = service.log.read_text()
     assert status == 0, text[-4000:]
     assert "worker died" not in text
     # Both were born with the stop held, so both started and then stopped.
