@@ -24,11 +24,13 @@ from starlette.types import ASGIApp
 
 from ledgerline.config import ConfigError, Settings
 from ledgerline.delivery.http.app import HTTPDependencies, create_http_app
+from ledgerline.delivery.http.protocol import ConnectionLimits
 from ledgerline.delivery.http.server import HTTPServer, bind_socket
 from ledgerline.domain.ports import Clock, LockManager, PasswordHasher
 from ledgerline.platform.clock import SystemClock
 from ledgerline.platform.database import EmbeddedPostgres, create_pool, migrate
 from ledgerline.platform.health import Probe, Readiness
+from ledgerline.platform.limits import raise_open_file_limit
 from ledgerline.platform.locks import PostgresLockManager, RedisLockManager
 from ledgerline.platform.logging import configure_logging, get_logger
 from ledgerline.platform.metrics import HTTPMetrics
@@ -267,6 +269,7 @@ STARTUP_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisE
 def serve(settings: Settings, workers: int) -> int:
     """`ledgerline serve`: resolve the runtime once, bind the port once, then
     serve in this process or in ``workers`` processes sharing the socket."""
+    raise_open_file_limit(settings.http_max_connections)  # workers inherit it
     runtime = prepare_runtime(settings, run_migrations=False)
     try:
         sock = bind_socket(settings.http_host, settings.http_port)
@@ -297,6 +300,16 @@ def run_worker(settings: Settings, database_url: str, jwt_secret: str, sock: soc
         return runner.run(_serve(Application(settings, Runtime(database_url, jwt_secret)), sock))
 
 
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    return ConnectionLimits(
+        max_header_bytes=settings.http_max_header_bytes,
+        max_headers=settings.http_max_headers,
+        header_timeout=settings.http_header_timeout_seconds,
+        keepalive_timeout=settings.http_keepalive_timeout_seconds,
+        max_connections=settings.http_max_connections,
+    )
+
+
 async def _serve(app: Application, sock: socket.socket) -> int:
     log = get_logger("ledgerline.app")
     stop = asyncio.Event()
@@ -324,6 +337,7 @@ async def _serve(app: Application, sock: socket.socket) -> int:
             readiness=app.readiness,
             shutdown_timeout=app.settings.shutdown_timeout_seconds,
             drain_seconds=app.settings.shutdown_drain_seconds,
+            limits=connection_limits(app.settings),
         )
         await server.start()
         stopped = asyncio.create_task(stop.wait())

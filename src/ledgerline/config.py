@@ -36,6 +36,12 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: Port = 8000
+    # What one serving process accepts from its clients (see protocol.py).
+    http_max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
+    http_max_headers: Annotated[int, Field(ge=8, le=1000)] = 100
+    http_header_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    http_keepalive_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 5
+    http_max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 2048
     # Validated now so a bad value stops the process; served by a later release.
     grpc_port: Port = 50051
     data_dir: Path = Path(".data")

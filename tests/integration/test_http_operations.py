@@ -96,6 +96,25 @@ async def test_from_the_moment_shutdown_begins(
         assert response.json() == {"status": "ok"}
 
 
+async def test_shutdown_that_begins_during_the_checks_is_named(
+    client: httpx.AsyncClient, application: Application
+) -> None:
+    """A 503 always says why: here every dependency answered, but shutdown
+    began while they were asked."""
+    readiness = application.readiness
+    assert readiness is not None
+
+    async def database_then_shutdown() -> None:
+        readiness.shutting_down = True
+
+    readiness._probes["database"] = database_then_shutdown
+
+    response = await client.get("/readyz")
+
+    assert_error(response, 503, "unavailable")
+    assert response.json()["checks"] == {"database": "ok", "shutdown": "in_progress"}
+
+
 @contextlib.asynccontextmanager
 async def database_refusing_connections(
     pg_server_url: str, database_url: str

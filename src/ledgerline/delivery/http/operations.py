@@ -30,11 +30,10 @@ def operations_router(readiness: Readiness, metrics: HTTPMetrics) -> APIRouter:
         },
     )
     async def readyz() -> Response:
-        if readiness.shutting_down:
-            checks = {"shutdown": "in_progress"}
-        else:
-            checks = await readiness.check()
-        if readiness.shutting_down or any(state != "ok" for state in checks.values()):
+        checks = {} if readiness.shutting_down else await readiness.check()
+        if readiness.shutting_down:  # before the checks, or while they ran
+            checks["shutdown"] = "in_progress"
+        if any(state != "ok" for state in checks.values()):
             return error_response(503, "unavailable", "not ready", extra={"checks": checks})
         return JSONResponse(ReadinessResponse(checks=checks).model_dump())
 

@@ -15,6 +15,7 @@ from collections.abc import Generator
 import uvicorn
 from starlette.types import ASGIApp
 
+from ledgerline.delivery.http.protocol import ConnectionLimits, protocol_factory
 from ledgerline.platform.health import Readiness
 from ledgerline.platform.logging import get_logger
 
@@ -35,10 +36,12 @@ class HTTPServer:
         readiness: Readiness,
         shutdown_timeout: float,
         drain_seconds: float,
+        limits: ConnectionLimits,
     ) -> None:
         config = uvicorn.Config(
             app,
-            http="httptools",
+            http=protocol_factory(limits, lambda: readiness.shutting_down),
+            timeout_keep_alive=limits.keepalive_timeout,
             lifespan="off",
             log_config=None,
             access_log=False,
