@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 import redis.asyncio as redis
 import uvloop
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp
 
@@ -37,6 +38,8 @@ from ledgerline.platform.metrics import HTTPMetrics
 from ledgerline.platform.passwords import Argon2Hasher, Argon2Params
 from ledgerline.platform.periodic import Periodic
 from ledgerline.platform.supervisor import (
+    EXIT_CONFIG,
+    EXIT_UNAVAILABLE,
     Supervisor,
     hold_stop_signals,
     release_stop_signals,
@@ -264,6 +267,13 @@ class Application:
 # What a database or Redis that does not answer raises while the pools and
 # clients are built.
 STARTUP_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError)
+# Of those, the answers that retrying will not change: the credentials or the
+# database name are wrong.
+REFUSED_CONFIGURATION = (
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidCatalogNameError,
+    RedisAuthenticationError,
+)
 
 
 def serve(settings: Settings, workers: int) -> int:
@@ -276,7 +286,7 @@ def serve(settings: Settings, workers: int) -> int:
         try:
             args = (settings, runtime.database_url, runtime.jwt_secret, sock)
             if workers == 1:
-                return run_worker(*args)
+                return 0 if run_worker(*args) == 0 else 1
             budget = settings.shutdown_drain_seconds + settings.shutdown_timeout_seconds
             supervisor = Supervisor(worker_main, args, workers, budget)
             return supervisor.run()
@@ -319,11 +329,15 @@ async def _serve(app: Application, sock: socket.socket) -> int:
     release_stop_signals()  # a stop held back during start-up lands now
     try:
         await app.start()
+    except REFUSED_CONFIGURATION as exc:
+        log.error("could not start: a dependency refused the configuration", error=repr(exc))
+        await app.stop()
+        return EXIT_CONFIG
     except STARTUP_ERRORS as exc:
         # One line, not a traceback: the operator's problem is the address.
         log.error("could not start: a dependency does not answer", error=repr(exc))
         await app.stop()
-        return 1
+        return EXIT_UNAVAILABLE
     app.start_jobs()
     # Everything built so far lives as long as the process: keep it out of
     # the garbage collector's scans (fewer, shorter pauses under load).

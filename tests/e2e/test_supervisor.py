@@ -12,32 +12,118 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
-from ledgerline.platform.supervisor import Supervisor
+from ledgerline.platform.supervisor import EXIT_CONFIG, EXIT_UNAVAILABLE, Supervisor
+from tests.conftest import with_database
 from tests.e2e.conftest import JWT_SECRET, LEDGERLINE, Service, clean_env, free_port
+from tests.e2e.supervisor_targets import (
+    always_failing_worker,
+    sibling_of_a_failing_worker,
+    worker_without_handlers,
+)
+from tests.own_postgres import OwnPostgres
 
 pytestmark = pytest.mark.e2e
 StartService = Callable[..., Service]
 
 
-def test_workers_that_keep_failing_to_start_end_the_supervisor(tmp_path: Path) -> None:
-    """A database that does not answer: the supervisor gives up and exits 1
-    instead of restarting workers for ever behind an open port."""
+def test_a_database_that_refuses_the_configuration_ends_the_supervisor(
+    tmp_path: Path, pg_server_url: str
+) -> None:
+    """No worker can ever serve (the database does not exist): the supervisor
+    gives up and exits 1 instead of restarting workers for ever."""
+    env = clean_env(
+        LEDGERLINE_HTTP_PORT=str(free_port()),
+        LEDGERLINE_DATA_DIR=str(tmp_path / "data"),
+        LEDGERLINE_DATABASE_URL=with_database(pg_server_url, "ledgerline_no_such_database"),
+        LEDGERLINE_JWT_SECRET=JWT_SECRET,
+    )
+    done = subprocess.run(
+        [LEDGERLINE, "serve", "--workers", "2"], env=env, capture_output=True, timeout=120
+    )
+    output = (done.stderr + done.stdout).decode()
+    assert done.returncode == 1, output[-2000:]
+    assert "no worker can serve; giving up" in output
+
+
+def test_a_database_that_does_not_answer_is_waited_for(tmp_path: Path) -> None:
+    """Nothing listens at the database's address: that may be an outage, so
+    the supervisor keeps trying, backing off, and still stops cleanly."""
     env = clean_env(
         LEDGERLINE_HTTP_PORT=str(free_port()),
         LEDGERLINE_DATA_DIR=str(tmp_path / "data"),
         LEDGERLINE_DATABASE_URL="postgresql://postgres@127.0.0.1:1/nowhere",
         LEDGERLINE_JWT_SECRET=JWT_SECRET,
     )
-    started = time.monotonic()
-    done = subprocess.run(
-        [LEDGERLINE, "serve", "--workers", "2"], env=env, capture_output=True, timeout=180
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [LEDGERLINE, "serve", "--workers", "2"], env=env, stdout=out, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while log.read_text().count("a dependency did not answer") < 4:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "giving up" not in log.read_text()
+
+
+def _workers(supervisor_pid: int) -> list[psutil.Process]:
+    """The supervisor's worker processes (not its resource tracker)."""
+    return [
+        child
+        for child in psutil.Process(supervisor_pid).children()
+        if "spawn_main" in " ".join(child.cmdline())
+    ]
+
+
+async def test_a_database_outage_and_a_dead_worker_heal_without_a_restart(
+    start_service: StartService, own_postgres: OwnPostgres
+) -> None:
+    """PostgreSQL stops and a worker is killed meanwhile: its replacements
+    cannot start, the other worker keeps answering (503), and when
+    PostgreSQL is back the service is whole again by itself."""
+    database_url = await asyncio.to_thread(own_postgres.create_database)
+    service = start_service(
+        "--workers", "2", LEDGERLINE_DATABASE_URL=database_url, LEDGERLINE_JWT_SECRET=JWT_SECRET
     )
-    assert done.returncode == 1, done.stderr.decode()[-2000:]
-    assert b"workers keep dying; giving up" in done.stderr + done.stdout
-    assert time.monotonic() - started < 180
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        workers = _workers(service.proc.pid)
+        assert len(workers) == 2
+        await asyncio.to_thread(own_postgres.stop)
+        workers[0].kill()
+        await asyncio.sleep(8)  # replacements fail, back off and fail again
+        assert service.proc.poll() is None, service.log.read_text()[-3000:]
+        assert workers[1].is_running(), "a healthy worker was stopped"
+        down = await client.get("/readyz")
+        assert down.status_code == 503
+        assert down.json()["checks"]["database"] == "unavailable"
+        await asyncio.to_thread(own_postgres.start)
+        deadline = time.monotonic() + 90
+        while True:
+            ready = await client.get("/readyz")
+            whole = len(_workers(service.proc.pid)) == 2
+            if ready.status_code == 200 and whole:
+                break
+            assert time.monotonic() < deadline, service.log.read_text()[-3000:]
+            await asyncio.sleep(0.5)
+        # The replacement serves too: every process answers.
+        close = {"Connection": "close"}  # a new connection, so either worker may take it
+        statuses = {(await client.get("/readyz", headers=close)).status_code for _ in range(20)}
+        assert statuses == {200}
+    assert service.terminate() == 0
+    assert "giving up" not in service.log.read_text()
 
 
 async def test_workers_stop_when_their_supervisor_is_killed(
@@ -100,15 +186,6 @@ async def test_a_stop_while_workers_are_still_starting_is_a_clean_one(
     assert text.count('"event": "stopped"') == 2, text[-4000:]
 
 
-def _worker_without_handlers(code_on_term: int | None, ready: Path) -> None:
-    """A worker that never gets to install its handlers (still importing)."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-    if code_on_term is not None:
-        signal.signal(signal.SIGTERM, lambda *_: os._exit(code_on_term))
-    (ready / str(os.getpid())).touch()
-    time.sleep(60)
-
-
 def _stop_when_ready(ready: Path, workers: int) -> None:
     deadline = time.monotonic() + 60
     while len(list(ready.iterdir())) < workers and time.monotonic() < deadline:
@@ -127,10 +204,66 @@ def _stop_when_ready(ready: Path, workers: int) -> None:
 def test_how_the_supervisor_reads_its_workers_ends(
     code_on_term: int | None, expected: int, tmp_path: Path
 ) -> None:
-    supervisor = Supervisor(_worker_without_handlers, (code_on_term, tmp_path), 2, 5.0)
+    supervisor = Supervisor(worker_without_handlers, (code_on_term, tmp_path), 2, 5.0)
     stopper = threading.Thread(target=_stop_when_ready, args=(tmp_path, 2))
     stopper.start()
     try:
         assert supervisor.run() == expected
     finally:
         stopper.join()
+
+
+def _stop_after_deaths(tmp: Path, deaths: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(list(tmp.glob("death-*"))) < deaths and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the supervisor notes the last death
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param(EXIT_UNAVAILABLE, id="dependency-unavailable"),
+        pytest.param(EXIT_CONFIG, id="configuration-refused"),
+        pytest.param(1, id="crash"),
+    ],
+)
+def test_a_healthy_worker_outlives_its_failing_sibling(failure: int, tmp_path: Path) -> None:
+    """Far more deaths than the crash budget (3 per worker): the supervisor
+    backs off and retries, and never stops the worker that serves."""
+    supervisor = Supervisor(
+        sibling_of_a_failing_worker, (tmp_path, failure), 2, 5.0, backoff_max=0.2
+    )
+    stopper = threading.Thread(target=_stop_after_deaths, args=(tmp_path, 8))
+    stopper.start()
+    try:
+        assert supervisor.run() == 0  # the healthy one stopped cleanly at the end
+    finally:
+        stopper.join()
+    assert len(list(tmp_path.glob("death-*"))) >= 8
+
+
+@pytest.mark.parametrize(
+    ("failure", "gives_up"),
+    [
+        pytest.param(EXIT_CONFIG, True, id="configuration-refused-gives-up"),
+        pytest.param(1, True, id="crash-loop-gives-up"),
+        pytest.param(EXIT_UNAVAILABLE, False, id="outage-waits"),
+    ],
+)
+def test_when_no_worker_can_serve(failure: int, gives_up: bool) -> None:
+    supervisor = Supervisor(always_failing_worker, (failure,), 2, 5.0, backoff_max=0.2)
+    timer = threading.Timer(15, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    started = time.monotonic()
+    try:
+        code = supervisor.run()
+    finally:
+        timer.cancel()
+    if gives_up:
+        assert code == 1
+        assert time.monotonic() - started < 15, "gave up only when stopped"
+    else:
+        assert code == 0  # still trying when stopped; nothing failed to stop
+        assert time.monotonic() - started >= 15

@@ -1,9 +1,13 @@
 """Runs N copies of a worker process that share a listening socket, like a
-pre-fork server: SIGTERM/SIGINT are passed on to every worker, a worker that
-dies unexpectedly is replaced, and the supervisor exits 0 when every worker
-shut down cleanly. Workers that keep dying (a database that is down, a bad
-setting) are not restarted for ever: past a budget the supervisor stops and
-exits 1. A worker whose supervisor is gone stops too."""
+pre-fork server: SIGTERM/SIGINT are passed on to every worker, and the
+supervisor exits 0 when every worker shut down cleanly. A worker that dies
+is replaced after a back-off that doubles with each death in its slot (up to
+a cap), so a dependency that is down is retried until it returns, while the
+workers still alive go on serving. A healthy worker is never stopped for a
+sibling's failure. The supervisor gives up (stops and exits 1) only when no
+worker is alive and none can ever serve: a worker said so (a configuration
+the dependencies refuse), or workers keep crashing for other reasons. A
+worker whose supervisor is gone stops too."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -23,11 +28,28 @@ from typing import Any
 
 from ledgerline.platform.logging import get_logger
 
-# Deaths within this window beyond which workers are not restarted again.
+# Exit codes of a worker that tell the supervisor why it ended (sysexits.h).
+EXIT_UNAVAILABLE = 75  # EX_TEMPFAIL: a dependency did not answer; retry later
+EXIT_CONFIG = 78  # EX_CONFIG: a dependency refused this configuration; never serves
+
+# Crashes (other exits) within this window beyond which, with no worker
+# alive, the supervisor stops trying.
 RESTART_WINDOW_SECONDS = 60.0
+BACKOFF_INITIAL_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 30.0
+# A worker alive this long has recovered: its slot's back-off starts over.
+BACKOFF_RESET_SECONDS = 30.0
 SHUTDOWN_MARGIN_SECONDS = 15.0  # a worker's own clean-up after its requests
 _PR_SET_PDEATHSIG = 1
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+@dataclass
+class _Slot:
+    proc: BaseProcess | None = None
+    started_at: float = 0.0
+    backoff: float = 0.0  # 0: the next death restarts after the initial back-off
+    restart_at: float = 0.0  # while proc is None
 
 
 class Supervisor:
@@ -37,18 +59,20 @@ class Supervisor:
         args: tuple[Any, ...],
         workers: int,
         shutdown_timeout: float,
+        *,
+        backoff_max: float = BACKOFF_MAX_SECONDS,
     ) -> None:
         """``shutdown_timeout``: how long a worker may take, from SIGTERM, to
         finish its requests (drain included); its clean-up gets a margin."""
         self._target = target
         self._args = args
-        self._count = workers
         self._timeout = shutdown_timeout
+        self._backoff_max = backoff_max
         self._ctx = multiprocessing.get_context("spawn")
-        self._procs: list[BaseProcess] = []
+        self._slots = [_Slot() for _ in range(workers)]
         self._stopping = threading.Event()
-        self._deaths: collections.deque[float] = collections.deque()
-        self._max_deaths = 3 * workers
+        self._crashes: collections.deque[float] = collections.deque()
+        self._max_crashes = 3 * workers
         self._log = get_logger("ledgerline.supervisor")
 
     def run(self) -> int:
@@ -56,11 +80,11 @@ class Supervisor:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         try:
-            for _ in range(self._count):
-                self._procs.append(self._spawn())
+            for slot in self._slots:
+                self._start(slot)
             gave_up = False
-            while not self._stopping.wait(0.5):
-                if not self._replace_dead():
+            while not self._stopping.wait(0.2):
+                if not self._tend():
                     gave_up = True
                     break
             code = self._stop_all()
@@ -69,7 +93,7 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _spawn(self) -> BaseProcess:
+    def _start(self, slot: _Slot) -> None:
         proc = self._ctx.Process(target=self._target, args=self._args, daemon=False)
         # The child inherits this thread's signal mask: born with SIGTERM and
         # SIGINT held, it cannot be killed by a stop that lands while it is
@@ -83,42 +107,67 @@ class Supervisor:
             proc.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        slot.proc, slot.started_at = proc, time.monotonic()
         self._log.info("worker started", pid=proc.pid)
-        return proc
 
-    def _replace_dead(self) -> bool:
-        """Replaces dead workers; False when too many died too recently."""
-        for i, proc in enumerate(self._procs):
-            if proc.is_alive() or self._stopping.is_set():
-                continue
-            now = time.monotonic()
-            self._deaths.append(now)
-            while self._deaths and self._deaths[0] < now - RESTART_WINDOW_SECONDS:
-                self._deaths.popleft()
-            if len(self._deaths) > self._max_deaths:
-                self._log.error(
-                    "workers keep dying; giving up",
-                    deaths=len(self._deaths),
-                    window_seconds=RESTART_WINDOW_SECONDS,
-                    exitcode=proc.exitcode,
-                )
+    def _tend(self) -> bool:
+        """Notes deaths and restarts workers whose back-off is over. False
+        when it is time to give up."""
+        now = time.monotonic()
+        for slot in self._slots:
+            if self._stopping.is_set():
+                break
+            proc = slot.proc
+            if proc is not None and not proc.is_alive() and not self._note_death(slot, proc, now):
                 return False
-            self._log.error("worker died; starting another", pid=proc.pid, exitcode=proc.exitcode)
-            self._procs[i] = self._spawn()
+            if slot.proc is None and now >= slot.restart_at:
+                self._start(slot)
+        return True
+
+    def _note_death(self, slot: _Slot, proc: BaseProcess, now: float) -> bool:
+        code = proc.exitcode
+        slot.proc = None
+        if now - slot.started_at >= BACKOFF_RESET_SECONDS:
+            slot.backoff = 0.0  # it had recovered: this is a new failure
+        slot.backoff = min(self._backoff_max, slot.backoff * 2 or BACKOFF_INITIAL_SECONDS)
+        slot.restart_at = now + slot.backoff
+        if code != EXIT_UNAVAILABLE:
+            self._crashes.append(now)
+        while self._crashes and self._crashes[0] < now - RESTART_WINDOW_SECONDS:
+            self._crashes.popleft()
+        alive = sum(1 for s in self._slots if s.proc is not None and s.proc.is_alive())
+        hopeless = code == EXIT_CONFIG or len(self._crashes) > self._max_crashes
+        if hopeless and alive == 0:
+            self._log.error(
+                "no worker can serve; giving up",
+                exitcode=code,
+                crashes=len(self._crashes),
+                window_seconds=RESTART_WINDOW_SECONDS,
+            )
+            return False
+        self._log.error(
+            "worker died; starting another after a back-off",
+            pid=proc.pid,
+            exitcode=code,
+            reason=_reason(code),
+            backoff_seconds=slot.backoff,
+            workers_alive=alive,
+        )
         return True
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._stopping.set()
 
     def _stop_all(self) -> int:
-        self._log.info("stopping workers", workers=len(self._procs))
-        for proc in self._procs:
+        procs = [slot.proc for slot in self._slots if slot.proc is not None]
+        self._log.info("stopping workers", workers=len(procs))
+        for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 proc.terminate()  # SIGTERM: the worker's graceful shutdown
         # One deadline for all: they stop in parallel.
         deadline = time.monotonic() + self._timeout + SHUTDOWN_MARGIN_SECONDS
         failed = 0
-        for proc in self._procs:
+        for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 self._log.error("worker missed the shutdown deadline; killing it", pid=proc.pid)
@@ -128,10 +177,21 @@ class Supervisor:
                 # Killed by the SIGTERM itself: it had no handler yet, so it
                 # had not begun to serve (the handlers come first). Nothing lost.
                 self._log.info("worker stopped before it served", pid=proc.pid)
+            elif proc.exitcode == EXIT_UNAVAILABLE:
+                # Stopped while it waited for a dependency: it never served.
+                self._log.info("worker stopped before it could serve", pid=proc.pid)
             elif proc.exitcode != 0:
                 self._log.error("worker did not stop cleanly", pid=proc.pid, exitcode=proc.exitcode)
                 failed += 1
         return 0 if failed == 0 else 1
+
+
+def _reason(code: int | None) -> str:
+    if code == EXIT_UNAVAILABLE:
+        return "a dependency did not answer"
+    if code == EXIT_CONFIG:
+        return "a dependency refused the configuration"
+    return "crashed"
 
 
 def hold_stop_signals() -> None:
