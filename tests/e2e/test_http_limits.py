@@ -263,3 +263,20 @@ def test_requests_on_idle_keepalive_connections_at_shutdown_are_answered(
         for sock in socks:
             sock.close()
     assert service.proc.wait(60) == 0
+
+
+def test_a_websocket_upgrade_is_served_as_plain_http(connect: Callable[[], socket.socket]) -> None:
+    """No route speaks WebSocket: an upgrade is not handed to another protocol
+    (one without these limits); the request is answered as it stands."""
+    sock = connect()
+    sock.sendall(
+        get(
+            "/healthz",
+            "Connection: Upgrade",
+            "Upgrade: websocket",
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        )
+    )
+    status, _, body = read_response(sock)
+    assert (status, body) == (200, b'{"status":"ok"}')

@@ -42,6 +42,9 @@ class HTTPServer:
             app,
             http=protocol_factory(limits, lambda: readiness.shutting_down),
             timeout_keep_alive=limits.keepalive_timeout,
+            # No route speaks WebSocket: an Upgrade is served as plain HTTP
+            # rather than handed to a protocol without these limits.
+            ws="none",
             lifespan="off",
             log_config=None,
             access_log=False,
