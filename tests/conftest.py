@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 
 from ledgerline.platform.database import EmbeddedPostgres, migrate
+from tests.own_postgres import own_postgres, own_postgres_template  # noqa: F401 - fixtures
 
 TEST_DATABASE_ENV = "LEDGERLINE_TEST_DATABASE_URL"
 TEST_REDIS_ENV = "LEDGERLINE_TEST_REDIS_URL"
