@@ -29,7 +29,7 @@ from ledgerline.delivery.http.protocol import ConnectionLimits
 from ledgerline.delivery.http.server import HTTPServer, bind_socket
 from ledgerline.domain.ports import Clock, LockManager, PasswordHasher
 from ledgerline.platform.clock import SystemClock
-from ledgerline.platform.database import EmbeddedPostgres, create_pool, migrate
+from ledgerline.platform.database import EmbeddedPostgres, create_pool, migrate, ping
 from ledgerline.platform.health import Probe, Readiness
 from ledgerline.platform.limits import raise_open_file_limit
 from ledgerline.platform.locks import PostgresLockManager, RedisLockManager
@@ -166,7 +166,7 @@ class Application:
             max_size=s.db_pool_max_size,
             command_timeout=s.request_timeout_seconds,
         )
-        probes: dict[str, Probe] = {"database": lambda: pool.fetchval("SELECT 1")}
+        probes: dict[str, Probe] = {"database": lambda: ping(pool)}
         clock = self.overrides.clock or SystemClock()
         uow = PostgresUnitOfWorkFactory(pool)
         users = PostgresUserRepository(pool)
@@ -211,6 +211,10 @@ class Application:
             "purge-idempotency-keys",
             self.settings.idempotency_purge_interval_seconds,
             self.payments.purge_idempotency_keys,
+            # It shares the pool with the requests: held to their deadline,
+            # it cannot keep a connection stuck longer than they do. What a
+            # run leaves undone (it deletes in batches), the next run does.
+            timeout=self.settings.request_timeout_seconds,
         )
         purge.start()
         self._jobs.append(purge)

@@ -3,11 +3,13 @@ embedded server used when no database is configured."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
 import threading
 import warnings
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,9 @@ import asyncpg
 import psutil
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from asyncpg.pool import PoolConnectionProxy
 
+from ledgerline.platform.deadline import expired, remaining
 from ledgerline.platform.logging import get_logger
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -89,6 +93,134 @@ async def create_pool(
         reset=None if full_reset else _keep_session,
         server_settings={"application_name": "ledgerline", "timezone": "UTC"},
     )
+
+
+# Connections under the request deadline. Every path a request takes
+# through the pool is bounded by the deadline: the checkout (a pool whose
+# connections are all stuck, or a server that never answers a new one),
+# each query (``timeout=remaining()``), and the clean-up afterwards (the
+# ROLLBACK and the pool's reset on release). Left to the driver, the
+# clean-up of a query that the deadline cut waits up to the pool's
+# command_timeout, twice, on a server that does not answer: the request's
+# 504 would come that much after its deadline.
+
+
+async def acquire(pool: asyncpg.Pool) -> PoolConnectionProxy:
+    """A connection from the pool, waited for no longer than the deadline."""
+    conn: PoolConnectionProxy = await pool.acquire(timeout=remaining())
+    return conn
+
+
+async def release(
+    pool: asyncpg.Pool, conn: PoolConnectionProxy, statement: str | None = None, *args: object
+) -> None:
+    """Hands a connection back to its pool, after running ``statement``
+    (``ROLLBACK``, an unlock) with ``args`` on it if given, and never past
+    the deadline.
+
+    Past the deadline the connection's state is unknown: a query the
+    deadline cut may still be running, or never have reached a server that
+    does not answer. It is terminated, not waited on: the server then ends
+    its session, which rolls back its transaction and frees its locks, and
+    the pool opens a new connection when it needs one. Before the deadline,
+    the statement and the pool's reset get what remains of it, and a
+    connection that fails them, or runs out of time, is terminated too.
+    Never raises but for a cancellation: whatever went wrong, a terminated
+    connection puts it right."""
+    try:
+        if expired():
+            _terminate(conn, "the deadline passed")
+        elif statement is not None:
+            await conn.execute(statement, *args, timeout=remaining())
+    except asyncio.CancelledError:
+        _terminate(conn, "cancelled")
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        _terminate(conn, repr(exc))
+    finally:
+        try:
+            # A terminated connection is already back (asyncpg detaches it).
+            # Otherwise asyncpg terminates one whose reset fails or times out,
+            # then raises: nothing is left to do about it.
+            await pool.release(conn, timeout=remaining())
+        except Exception as exc:  # noqa: BLE001 - see above
+            get_logger("ledgerline.database").warning(
+                "database connection terminated on release", error=repr(exc)
+            )
+
+
+def _terminate(conn: PoolConnectionProxy, reason: str) -> None:
+    get_logger("ledgerline.database").warning("database connection terminated", reason=reason)
+    # asyncpg terminates (and hands back) a connection whose cancelled query
+    # is not acknowledged in time by itself, before it raises the timeout.
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
+@contextlib.asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator[PoolConnectionProxy]:
+    """A connection for the block, taken and handed back under the deadline."""
+    conn = await acquire(pool)
+    try:
+        yield conn
+    finally:
+        await release(pool, conn)
+
+
+class PoolExecutor:
+    """A pool as repositories outside a unit of work use it: each query on a
+    connection of its own, taken and handed back under the deadline (asyncpg's
+    own ``pool.fetch()`` and friends wait the command_timeout on release).
+    The methods keep asyncpg's signatures, ``timeout=`` included (ASYNC109),
+    so that a repository runs the same code on a connection or a pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def execute(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> str:
+        async with connection(self._pool) as conn:
+            status: str = await conn.execute(query, *args, timeout=timeout)
+            return status
+
+    async def fetch(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> list[asyncpg.Record]:
+        async with connection(self._pool) as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(query, *args, timeout=timeout)
+            return rows
+
+    async def fetchrow(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> asyncpg.Record | None:
+        async with connection(self._pool) as conn:
+            row: asyncpg.Record | None = await conn.fetchrow(query, *args, timeout=timeout)
+            return row
+
+    async def fetchval(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Any:
+        async with connection(self._pool) as conn:
+            return await conn.fetchval(query, *args, timeout=timeout)
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    """The readiness probe: one round trip, under the deadline."""
+    async with connection(pool) as conn:
+        await conn.fetchval("SELECT 1", timeout=remaining())
 
 
 @dataclass

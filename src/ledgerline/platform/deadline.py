@@ -1,26 +1,53 @@
 """The request deadline, carried in a context variable the way Go carries it
 in a context.Context, so that database calls can pass what remains of it to
-the driver (which then cancels the query on the server)."""
+the driver (which then cancels the query on the server), and so that the
+clean-up that follows a cut request knows it has no time left to wait."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
 
 _deadline: ContextVar[float | None] = ContextVar("ledgerline_deadline", default=None)
 
+# Past its deadline, a request still hands back a lock to a lock service
+# that answers (one round trip): left to its TTL instead, the lock would
+# refuse the order's retries for seconds. This is the most such clean-up may
+# add to the answer; database connections get none of it (see
+# platform.database.release).
+CLEANUP_GRACE_SECONDS = 0.5
+
+# uvloop's timers count whole milliseconds, so the timeout that cuts a
+# request may fire just before the recorded deadline: clean-up that runs
+# then is already past it.
+_TIMER_SLACK_SECONDS = 0.002
+
 
 @contextlib.contextmanager
-def deadline_scope(seconds: float) -> Iterator[None]:
+def deadline_scope(seconds: float) -> Iterator[float]:
+    """Records a deadline ``seconds`` from now (or the outer one, if it is
+    sooner) for the code inside; yields it, in loop time."""
     when = asyncio.get_running_loop().time() + seconds
     outer = _deadline.get()
-    token = _deadline.set(when if outer is None else min(outer, when))
+    if outer is not None:
+        when = min(outer, when)
+    token = _deadline.set(when)
     try:
-        yield
+        yield when
     finally:
         _deadline.reset(token)
+
+
+@contextlib.asynccontextmanager
+async def within(seconds: float) -> AsyncIterator[None]:
+    """Runs the block under a deadline that is both recorded (for the driver
+    and the clean-up) and enforced (the block is cancelled when it passes
+    and TimeoutError raised), at one and the same instant."""
+    with deadline_scope(seconds) as when:
+        async with asyncio.timeout_at(when):
+            yield
 
 
 def remaining(default: float | None = None) -> float | None:
@@ -30,3 +57,18 @@ def remaining(default: float | None = None) -> float | None:
     if when is None:
         return default
     return max(when - asyncio.get_running_loop().time(), 0.001)
+
+
+def expired() -> bool:
+    """Whether the current deadline has passed (never, outside one)."""
+    when = _deadline.get()
+    return when is not None and asyncio.get_running_loop().time() >= when - _TIMER_SLACK_SECONDS
+
+
+def cleanup_budget() -> float | None:
+    """Seconds a clean-up step that is safe to wait for may take: what
+    remains of the deadline plus the grace; None outside any deadline."""
+    when = _deadline.get()
+    if when is None:
+        return None
+    return max(when - asyncio.get_running_loop().time(), 0.0) + CLEANUP_GRACE_SECONDS

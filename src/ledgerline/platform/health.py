@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from ledgerline.platform.deadline import within
+
 Probe = Callable[[], Awaitable[object]]
 
 
@@ -25,7 +27,9 @@ class Readiness:
 
     async def _probe(self, probe: Probe) -> str:
         try:
-            async with asyncio.timeout(self._timeout):
+            # A deadline of its own, not only a timeout: the probe's clean-up
+            # (its connection's hand-back) then keeps it too.
+            async with within(self._timeout):
                 await probe()
         except Exception:  # noqa: BLE001 - any failure means not ready
             return "unavailable"

@@ -17,7 +17,8 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from ledgerline.domain.errors import DeadlineExceededError, UnavailableError
-from ledgerline.platform.deadline import remaining
+from ledgerline.platform.database import acquire, release
+from ledgerline.platform.deadline import cleanup_budget, remaining
 from ledgerline.platform.logging import get_logger
 
 _RELEASE = """
@@ -46,14 +47,25 @@ class RedisLease:
 
     async def extend(self, ttl_seconds: float) -> bool:
         result = await self._manager.run(
-            self._manager.extend_script, self.key, self.token, _millis(ttl_seconds)
+            self._manager.extend_script,
+            self.key,
+            self.token,
+            _millis(ttl_seconds),
+            within=remaining(),
         )
         return result == 1
 
     async def release(self) -> bool:
+        """Within the request's clean-up budget: its deadline, plus a short
+        grace when the release comes after it (a request cut by a frozen
+        database still hands its lock back to a Redis that answers)."""
+        return await self.release_within(cleanup_budget())
+
+    async def release_within(self, seconds: float | None) -> bool:
         try:
-            return await self._manager.run(self._manager.release_script, self.key, self.token) == 1
-        except UnavailableError:
+            script = self._manager.release_script
+            return await self._manager.run(script, self.key, self.token, within=seconds) == 1
+        except (UnavailableError, DeadlineExceededError):
             # The work under the lock is done (and maybe committed): a failed
             # release must not turn it into an error. The TTL frees the key.
             get_logger("ledgerline.locks").warning("lock release failed", key=self.key)
@@ -70,27 +82,41 @@ class RedisLockManager:
     async def try_acquire(self, key: str, ttl_seconds: float) -> RedisLease | None:
         token = secrets.token_hex(16)
         try:
-            acquired = await self._client.set(key, token, nx=True, px=_millis(ttl_seconds))
+            # The client's own timeouts (socket timeout, retries) may add up
+            # to more than the deadline.
+            async with asyncio.timeout(remaining()):
+                acquired = await self._client.set(key, token, nx=True, px=_millis(ttl_seconds))
         except RedisError as exc:
             raise UnavailableError("the lock service is unavailable") from exc
-        except (asyncio.CancelledError, TimeoutError):
+        except (asyncio.CancelledError, TimeoutError) as exc:
             # Cancelled (a deadline) after sending: Redis may have set the
             # key with nobody left to release it. Undo it with the token,
             # which can only delete our own key.
             self._undo(RedisLease(self, key, token))
+            if isinstance(exc, TimeoutError):
+                raise DeadlineExceededError() from exc
             raise
         return RedisLease(self, key, token) if acquired else None
 
     def _undo(self, lease: RedisLease) -> None:
-        task = asyncio.get_running_loop().create_task(lease.release())
+        # In the background, past the request: bounded by the client's own
+        # timeouts, not by the deadline that cut the SET.
+        task = asyncio.get_running_loop().create_task(lease.release_within(None))
         self._undoing.add(task)
         task.add_done_callback(self._undoing.discard)
 
-    async def run(self, script: AsyncScript, key: str, *args: str | int) -> int:
+    async def run(
+        self, script: AsyncScript, key: str, *args: str | int, within: float | None
+    ) -> int:
+        """Runs a lock script, given up after ``within`` seconds (a
+        DeadlineExceededError); None leaves it to the client's timeouts."""
         try:
-            result = await script(keys=[key], args=list(args))
+            async with asyncio.timeout(within):
+                result = await script(keys=[key], args=list(args))
         except RedisError as exc:
             raise UnavailableError("the lock service is unavailable") from exc
+        except TimeoutError as exc:
+            raise DeadlineExceededError() from exc
         return int(result)
 
 
@@ -124,6 +150,7 @@ _TRY_LOCK = (
     "FROM (SELECT set_config('idle_session_timeout', $2, false)) AS ttl"
 )
 _SET_TTL = "SELECT set_config('idle_session_timeout', $1, false)"
+_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
 
 
 class PostgresLease:
@@ -146,23 +173,14 @@ class PostgresLease:
 
     async def _unlock(self) -> bool:
         """Never raises: the work under the lock is done (and may have
-        committed), so a failed unlock must not turn it into an error. A
-        connection that failed is closed by the pool, which ends the lock."""
+        committed), so a failed unlock must not turn it into an error. Past
+        the deadline, or when the unlock fails, the connection is
+        terminated instead, and the server's end of its session frees the
+        lock (see platform.database.release)."""
         conn, self._conn = self._conn, None
         if conn is None:
             return False
-        log = get_logger("ledgerline.locks")
-        try:
-            await conn.execute(
-                "SELECT pg_advisory_unlock(hashtextextended($1, 0))", self.key, timeout=5
-            )
-        except Exception:  # noqa: BLE001 - see the docstring
-            log.warning("advisory unlock failed", key=self.key)
-        finally:
-            try:
-                await self._pool.release(conn)
-            except Exception:  # noqa: BLE001 - a broken connection; the pool replaces it
-                log.warning("lock connection release failed", key=self.key)
+        await release(self._pool, conn, _UNLOCK, self.key)
         return True
 
     async def extend(self, ttl_seconds: float) -> bool:
@@ -170,7 +188,7 @@ class PostgresLease:
         if conn is None:
             return False
         try:
-            await conn.fetchval(_SET_TTL, f"{_millis(ttl_seconds)}ms", timeout=5)
+            await conn.fetchval(_SET_TTL, f"{_millis(ttl_seconds)}ms", timeout=remaining(5))
         except Exception:  # noqa: BLE001 - the session is gone, and the lock with it
             get_logger("ledgerline.locks").warning("lock extend failed", key=self.key)
             return False
@@ -189,17 +207,16 @@ class PostgresLockManager:
 
     async def try_acquire(self, key: str, ttl_seconds: float) -> PostgresLease | None:
         with _lock_pool_errors():
-            conn = await self._pool.acquire(timeout=remaining())
+            conn = await acquire(self._pool)
         try:
             with _lock_pool_errors():
                 acquired = await conn.fetchval(
                     _TRY_LOCK, key, f"{_millis(ttl_seconds)}ms", timeout=remaining()
                 )
         except BaseException:
-            with contextlib.suppress(Exception):
-                await self._pool.release(conn)
+            await release(self._pool, conn)  # and whatever the cut query did, with it
             raise
         if not acquired:
-            await self._pool.release(conn)
+            await release(self._pool, conn)
             return None
         return PostgresLease(self._pool, conn, key, ttl_seconds)

@@ -6,14 +6,26 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+from ledgerline.platform.deadline import within
 from ledgerline.platform.logging import get_logger
 
 
 class Periodic:
-    def __init__(self, name: str, interval: float, job: Callable[[], Awaitable[object]]) -> None:
+    """Runs ``job`` every ``interval`` seconds, each run under a deadline of
+    ``timeout`` seconds (as a request runs: see platform.deadline)."""
+
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        job: Callable[[], Awaitable[object]],
+        *,
+        timeout: float,
+    ) -> None:
         self._name = name
         self._interval = interval
         self._job = job
+        self._timeout = timeout
         self._task: asyncio.Task[None] | None = None
         self._log = get_logger("ledgerline.periodic").bind(job=name)
 
@@ -31,7 +43,8 @@ class Periodic:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                result = await self._job()
+                async with within(self._timeout):
+                    result = await self._job()
                 self._log.debug("periodic job ran", result=result)
             except Exception:  # noqa: BLE001 - a failed run is logged; the next one tries again
                 self._log.exception("periodic job failed")

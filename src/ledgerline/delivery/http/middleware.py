@@ -13,7 +13,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledgerline.delivery.http.errors import BodyTooLargeError, send_error
-from ledgerline.platform.deadline import deadline_scope
+from ledgerline.platform.deadline import within
 from ledgerline.platform.logging import Logger
 from ledgerline.platform.metrics import HTTPMetrics
 
@@ -75,9 +75,8 @@ class RequestEnvelope:
                     send_with_id, 413, "payload_too_large", "request body is too large"
                 )
                 return
-            with deadline_scope(self._timeout):
-                async with asyncio.timeout(self._timeout):
-                    await self._app(scope, limited_receive, send_with_id)
+            async with within(self._timeout):
+                await self._app(scope, limited_receive, send_with_id)
         except BodyTooLargeError:
             if not response_started:
                 await send_error(

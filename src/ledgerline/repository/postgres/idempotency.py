@@ -10,12 +10,12 @@ from ledgerline.domain.idempotency import IdempotencyRecord
 from ledgerline.domain.user import UserId
 from ledgerline.platform.deadline import remaining
 from ledgerline.repository.postgres.errors import translated
-from ledgerline.repository.postgres.users import Executor
+from ledgerline.repository.postgres.executor import Executor, queries
 
 
 class PostgresIdempotencyStore:
     def __init__(self, db: Executor) -> None:
-        self._db = db
+        self._db = queries(db)
 
     @translated
     async def get(self, caller_id: UserId, key: str, now: datetime) -> IdempotencyRecord | None:

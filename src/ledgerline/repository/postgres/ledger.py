@@ -18,7 +18,7 @@ from ledgerline.domain.ledger import Balance, EntryPage, LedgerEntry, Transfer, 
 from ledgerline.domain.user import UserId
 from ledgerline.platform.deadline import remaining
 from ledgerline.repository.postgres.errors import translated
-from ledgerline.repository.postgres.users import Executor
+from ledgerline.repository.postgres.executor import Executor, queries
 
 _MOVE_WALLET = """
     UPDATE accounts SET balance = balance + $3, updated_at = $4
@@ -60,7 +60,7 @@ _MAX_BIGINT = 2**63 - 1
 
 class PostgresLedgerRepository:
     def __init__(self, db: Executor) -> None:
-        self._db = db
+        self._db = queries(db)
 
     @translated
     async def apply(self, transfer: Transfer) -> tuple[LedgerEntry, LedgerEntry]:

@@ -8,7 +8,7 @@ from ledgerline.domain.money import Money
 from ledgerline.domain.order import Order, OrderId, OrderStatus
 from ledgerline.platform.deadline import remaining
 from ledgerline.repository.postgres.errors import translated
-from ledgerline.repository.postgres.users import Executor
+from ledgerline.repository.postgres.executor import Executor, queries
 
 _COLUMNS = (
     "id, payer_id, payee_id, amount, currency, description, status, created_at, updated_at, paid_at"
@@ -31,7 +31,7 @@ def _to_order(row: asyncpg.Record) -> Order:
 
 class PostgresOrderRepository:
     def __init__(self, db: Executor) -> None:
-        self._db = db
+        self._db = queries(db)
 
     @translated
     async def add(self, order: Order) -> None:

@@ -1,5 +1,10 @@
 """A unit of work is one transaction on one pooled connection. Repositories
-are bound to that connection; only ``commit()`` makes their writes stick."""
+are bound to that connection; only ``commit()`` makes their writes stick.
+
+Every step keeps the request deadline: the checkout, BEGIN and COMMIT get
+what remains of it, and the way out (ROLLBACK, the hand-back) goes through
+platform.database.release, which terminates a connection rather than wait
+for it past the deadline."""
 
 from __future__ import annotations
 
@@ -8,8 +13,8 @@ from typing import Self
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from asyncpg.transaction import Transaction
 
+from ledgerline.platform.database import acquire, release
 from ledgerline.platform.deadline import remaining
 from ledgerline.repository.postgres.errors import translated
 from ledgerline.repository.postgres.idempotency import PostgresIdempotencyStore
@@ -27,19 +32,20 @@ class PostgresUnitOfWork:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._conn: PoolConnectionProxy | None = None
-        self._tx: Transaction | None = None
         self._committed = False
 
     @translated
     async def __aenter__(self) -> Self:
-        conn = await self._pool.acquire(timeout=remaining())
+        conn = await acquire(self._pool)
         try:
-            tx = conn.transaction()
-            await tx.start()
+            # Plain statements rather than asyncpg's Transaction, whose
+            # BEGIN, COMMIT and ROLLBACK take no timeout (they would wait the
+            # pool's command_timeout instead of the deadline).
+            await conn.execute("BEGIN", timeout=remaining())
         except BaseException:
-            await self._pool.release(conn)
+            await release(self._pool, conn)
             raise
-        self._conn, self._tx = conn, tx
+        self._conn = conn
         self.users = PostgresUserRepository(conn)
         self.orders = PostgresOrderRepository(conn)
         self.ledger = PostgresLedgerRepository(conn)
@@ -52,27 +58,20 @@ class PostgresUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn, tx = self._conn, self._tx
-        self._conn = self._tx = None
-        if conn is None or tx is None:
+        conn, self._conn = self._conn, None
+        if conn is None:
             return
-        try:
-            if not self._committed:
-                await tx.rollback()
-        except Exception:
-            # A failed (or cut-off) COMMIT leaves the transaction in an
-            # error state where ROLLBACK raises too: the first error is the
-            # one to report. Releasing the connection cleans it up.
-            if exc is None:
-                raise
-        finally:
-            await self._pool.release(conn)
+        # Not committed: rolled back, or, if the ROLLBACK fails or the
+        # deadline has passed, the connection is terminated and the server
+        # rolls back. Either way nothing is raised here: the error the block
+        # raised (a failed COMMIT, say) is the one to report.
+        await release(self._pool, conn, None if self._committed else "ROLLBACK")
 
     @translated
     async def commit(self) -> None:
-        if self._tx is None:
+        if self._conn is None:
             raise RuntimeError("commit() outside the unit of work's block")
-        await self._tx.commit()
+        await self._conn.execute("COMMIT", timeout=remaining())
         self._committed = True
 
 

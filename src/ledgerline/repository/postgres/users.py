@@ -7,13 +7,11 @@ from __future__ import annotations
 from datetime import datetime
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from ledgerline.domain.user import Email, User, UserId
 from ledgerline.platform.deadline import remaining
 from ledgerline.repository.postgres.errors import translated
-
-Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
+from ledgerline.repository.postgres.executor import Executor, queries
 
 _COLUMNS = "id, email, name, password_hash, is_admin, created_at, updated_at"
 _READ = f"{_COLUMNS}, email_key"
@@ -33,7 +31,7 @@ def _to_user(row: asyncpg.Record) -> User:
 
 class PostgresUserRepository:
     def __init__(self, db: Executor) -> None:
-        self._db = db
+        self._db = queries(db)
 
     @translated
     async def add(self, user: User) -> None:
