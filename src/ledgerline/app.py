@@ -191,7 +191,9 @@ class Application:
                 idempotency_retention=timedelta(hours=s.idempotency_retention_hours),
             ),
         )
-        self.readiness = Readiness(probes)
+        # Probes end well inside the request's deadline, so that a database
+        # that does not answer is a 503 naming it, never a bare 504.
+        self.readiness = Readiness(probes, timeout=min(2.0, s.request_timeout_seconds / 2))
         self.http = create_http_app(
             HTTPDependencies(
                 users=self.users,

@@ -37,7 +37,7 @@ CREDIT = ORDERS * PRICE
 PASSWORD = "password123"
 # What a request caught by the freeze may answer: 504 once its deadline is
 # out; 503 where the service knows sooner that the database is not there
-# (readiness: its probe has a budget of its own).
+# (readiness: its probe ends at half the deadline).
 FROZEN_ANSWERS = {(504, "deadline_exceeded"), (503, "unavailable")}
 
 
@@ -263,6 +263,9 @@ async def test_a_frozen_database_is_answered_at_the_deadline_and_served_after_th
         assert caught, "the freeze caught no request"
         unexpected = [a for a in caught if (a.status, a.code) not in FROZEN_ANSWERS]
         assert unexpected == []
+        # Readiness names the database: its probe ends inside the deadline.
+        probes = [(a.status, a.code) for a in caught if a.request == "readiness"]
+        assert set(probes) <= {(503, "unavailable")}, probes
         if freeze is _freeze_before:
             assert caught == answers, "a request was answered by a frozen database"
 
