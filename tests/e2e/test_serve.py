@@ -32,6 +32,9 @@ async def test_sigterm_loses_no_in_flight_request(
         LEDGERLINE_JWT_SECRET=JWT_SECRET,
         LEDGERLINE_ARGON2_TIME_COST="3",
         LEDGERLINE_ARGON2_MEMORY_KIB=str(64 * 1024),
+        # On a loaded machine 40 such hashes on two threads can outlast the
+        # default 10 s deadline; this test is about the shutdown, not that.
+        LEDGERLINE_REQUEST_TIMEOUT_SECONDS="60",
     )
     limits = httpx.Limits(max_connections=IN_FLIGHT)
     async with httpx.AsyncClient(base_url=service.base_url, limits=limits, timeout=60) as client:
