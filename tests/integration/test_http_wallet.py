@@ -612,6 +612,14 @@ async def test_entries_with_a_bad_limit_is_400(
         pytest.param(cursor_of("v1:+5"), id="seq-with-sign"),
         pytest.param(base64.urlsafe_b64encode(b"\xff\xfe").decode(), id="not-utf8"),
         pytest.param("A" * 201, id="too-long"),
+        # docs/decisions.md: only the exact form the API gives.
+        pytest.param(base64.urlsafe_b64encode(b"v1:1").decode(), id="padding-kept"),
+        pytest.param(cursor_of("v1:1") + "=", id="one-padding-character"),
+        pytest.param(cursor_of("v1:1") + "==", id="extra-padding"),
+        pytest.param(cursor_of("v1:01"), id="zero-padded-seq"),
+        pytest.param(cursor_of("v1:00000000000000000001"), id="zero-padded-past-bigint-digits"),
+        pytest.param(cursor_of("v1:1")[:-1] + "R", id="non-canonical-base64-bits"),
+        pytest.param(cursor_of("v1:1") + "\n", id="trailing-newline"),
     ],
 )
 async def test_entries_with_a_bad_cursor_is_400(
