@@ -39,12 +39,19 @@ _IDEMPOTENCY_HEADER = {
 }
 
 
-def payments_router(payments: PaymentService, authenticate: Authenticator) -> APIRouter:
+def payments_routers(payments: PaymentService, authenticate: Authenticator) -> list[APIRouter]:
     router = APIRouter(
         prefix="/v1", route_class=authenticated_route(authenticate), responses=_ERRORS
     )
+    # Permission before validation: a caller who may not credit gets 403
+    # before the body is parsed, as pay and refund check theirs before the key.
+    admin = APIRouter(
+        prefix="/v1",
+        route_class=authenticated_route(authenticate, payments.authorize_credit),
+        responses=_ERRORS,
+    )
 
-    @router.post(
+    @admin.post(
         "/admin/credits",
         status_code=201,
         response_model=CreditResponse,
@@ -124,4 +131,4 @@ def payments_router(payments: PaymentService, authenticate: Authenticator) -> AP
         idempotency = idempotent_request(request, who, {"order_id": str(order_id)})
         return render(OrderResponse.of(await payments.refund(who, order_id, idempotency)))
 
-    return router
+    return [admin, router]

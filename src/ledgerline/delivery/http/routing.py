@@ -1,6 +1,8 @@
 """Route classes for the API's two cross-cutting rules, applied before the
 framework parses anything: authenticated routes answer 401 without a valid
-bearer token, and body routes answer 415 to a body that is not JSON.
+bearer token, then 403 when the route's permission check refuses the caller
+(before a word of the request is validated), and body routes answer 415 to
+a body that is not JSON.
 
 Authentication is a route class rather than a FastAPI dependency because it
 runs on nearly every request and the dependency machinery costs more than
@@ -20,6 +22,7 @@ from ledgerline.domain.user import Principal
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 Authenticator = Callable[[Request], Principal]
+Permission = Callable[[Principal], None]
 _PRINCIPAL = "ledgerline.principal"
 
 
@@ -48,7 +51,12 @@ class JSONBodyRoute(APIRoute):
         return json_only
 
 
-def authenticated_route(authenticate: Authenticator) -> type[JSONBodyRoute]:
+def authenticated_route(
+    authenticate: Authenticator, permit: Permission | None = None
+) -> type[JSONBodyRoute]:
+    """``permit`` raises PermissionDeniedError for a caller who may not use
+    the route at all; it runs before the body or any parameter is read."""
+
     class AuthenticatedRoute(JSONBodyRoute):
         requires_auth = True
 
@@ -56,7 +64,10 @@ def authenticated_route(authenticate: Authenticator) -> type[JSONBodyRoute]:
             handler = super().get_route_handler()
 
             async def authenticated(request: Request) -> Response:
-                request.scope[_PRINCIPAL] = authenticate(request)
+                principal = authenticate(request)
+                if permit is not None:
+                    permit(principal)
+                request.scope[_PRINCIPAL] = principal
                 return await handler(request)
 
             return authenticated
