@@ -620,6 +620,13 @@ async def test_entries_limit_within_1_to_100_is_accepted(
         pytest.param("1.5", id="fraction"),
         pytest.param("", id="empty"),
         pytest.param("99999999999999999999999", id="huge"),
+        # Forms int() and pydantic take, which the document's integer is not.
+        pytest.param("+5", id="plus-sign"),
+        pytest.param(" 5", id="leading-space"),
+        pytest.param("5 ", id="trailing-space"),
+        pytest.param("5.0", id="point-zero"),
+        pytest.param("5_0", id="underscore"),
+        pytest.param("\u0665", id="non-ascii-digit"),
     ],
 )
 async def test_entries_with_a_bad_limit_is_400(
