@@ -59,6 +59,12 @@ def _number(text: str) -> int | float:
     return float(text)
 
 
+# Built once: json.loads with hooks would build a decoder on every call.
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_float=_number
+)
+
+
 def parse_json_body(body: bytes) -> Any:
     """The body's JSON value; InvalidArgumentError (400) for anything else."""
     try:
@@ -66,9 +72,7 @@ def parse_json_body(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise InvalidArgumentError("request body is not valid UTF-8") from None
     try:
-        return json.loads(
-            text, object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_float=_number
-        )
+        return _DECODER.decode(text)
     except (ValueError, RecursionError):
         # ValueError covers JSONDecodeError and integers past Python's digit
         # limit; RecursionError, nesting deeper than the parser goes.
