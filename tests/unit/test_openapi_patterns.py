@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 
 import pytest
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -97,6 +98,12 @@ def test_the_email_pattern(address: str, matches: bool) -> None:
     assert bool(re.fullmatch(EMAIL_PATTERN, address)) == matches
     if matches:
         Email.parse(address)
+
+
+def test_every_special_use_name_is_one_top_level_label() -> None:
+    """The pattern leaves them out as the last label; a name of two labels
+    would need more than that."""
+    assert all(name.isalpha() and name.islower() for name in SPECIAL_USE_DOMAIN_NAMES)
 
 
 @DERANDOMIZED
