@@ -42,6 +42,17 @@ async def user_count(pool: asyncpg.Pool) -> int:
     return count
 
 
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    json: Any = None
+    content: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    who: str | None = None  # "user" or "admin": sends that account's token
+    streamed: bool = False
+
+
 # --------------------------------------------------------------------------
 # Content-Type
 
@@ -102,6 +113,8 @@ async def test_a_body_that_is_not_json_is_415(
         pytest.param("application/json; charset=utf-8", id="charset-utf-8"),
         pytest.param("application/json;charset=UTF-8", id="charset-no-space-upper"),
         pytest.param("Application/JSON", id="media-type-is-case-insensitive"),
+        pytest.param('application/json; charset="utf-8"', id="charset-quoted"),
+        pytest.param("application/merge-patch+json; charset=utf-8", id="plus-json-charset"),
     ],
 )
 async def test_json_media_types_are_accepted(
@@ -144,6 +157,196 @@ async def test_malformed_json_is_400(
     )
 
     assert_error(response, 400, "invalid_argument")
+    assert await user_count(pool) == 0
+
+
+# --------------------------------------------------------------------------
+# UTF-8 and duplicate keys (docs/decisions.md)
+
+REGISTRATION = '{"email": "ada@example.com", "password": "correct horse battery", "name": "Ada"}'
+
+
+@pytest.mark.parametrize(
+    ("content_type", "content"),
+    [
+        pytest.param("charset=utf-16", REGISTRATION.encode("utf-16"), id="utf-16"),
+        pytest.param("charset=UTF-16LE", REGISTRATION.encode("utf-16-le"), id="utf-16le"),
+        pytest.param("charset=utf-32", REGISTRATION.encode("utf-32"), id="utf-32"),
+        pytest.param("charset=iso-8859-1", REGISTRATION.encode("latin-1"), id="latin-1"),
+        pytest.param('charset="us-ascii"', REGISTRATION.encode("ascii"), id="ascii-quoted"),
+        pytest.param("charset=utf8", REGISTRATION.encode(), id="not-the-registered-name"),
+        pytest.param("charset=", REGISTRATION.encode(), id="empty-charset"),
+    ],
+)
+async def test_a_charset_other_than_utf_8_is_415(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, content_type: str, content: bytes
+) -> None:
+    response = await client.post(
+        "/v1/users",
+        content=content,
+        headers={"Content-Type": f"application/json; {content_type}"},
+    )
+
+    body = assert_error(response, 415, "unsupported_media_type")
+    assert "UTF-8" in body["message"]
+    assert await user_count(pool) == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        pytest.param(REGISTRATION.encode("utf-16"), "UTF-8", id="utf-16-with-bom"),
+        pytest.param(REGISTRATION.encode("utf-16-be"), "JSON", id="utf-16-be-no-bom"),
+        pytest.param(REGISTRATION.encode("utf-16-le"), "JSON", id="utf-16-le-no-bom"),
+        pytest.param(REGISTRATION.encode("utf-32"), "UTF-8", id="utf-32-with-bom"),
+        pytest.param(REGISTRATION.encode("utf-32-le"), "JSON", id="utf-32-le-no-bom"),
+        pytest.param(
+            REGISTRATION.replace("Ada", "Adé").encode("latin-1"), "UTF-8", id="latin-1-byte"
+        ),
+        pytest.param(
+            REGISTRATION.replace("Ada", "Ad\ud800").encode("utf-8", "surrogatepass"),
+            "UTF-8",
+            id="encoded-surrogate",
+        ),
+        pytest.param(REGISTRATION.encode("utf-8-sig"), "JSON", id="utf-8-byte-order-mark"),
+    ],
+)
+async def test_a_body_that_is_not_utf_8_json_is_400(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, content: bytes, says: str
+) -> None:
+    response = await client.post(
+        "/v1/users", content=content, headers={"Content-Type": "application/json"}
+    )
+
+    body = assert_error(response, 400, "invalid_argument")
+    assert says in body["message"], body
+    assert await user_count(pool) == 0
+
+
+@pytest.mark.parametrize(
+    ("call", "key"),
+    [
+        pytest.param(
+            Call("POST", "/v1/users", content=REGISTRATION[:-1].encode() + b', "name": "Bob"}'),
+            "name",
+            id="register-top-level",
+        ),
+        pytest.param(
+            Call("POST", "/v1/users", content=REGISTRATION[:-1].encode() + b', "name": "Ada"}'),
+            "name",
+            id="register-same-value-twice",
+        ),
+        pytest.param(
+            Call(
+                "POST",
+                "/v1/users",
+                content=REGISTRATION[:-1].encode() + b', "em\\u0061il": "bob@example.com"}',
+            ),
+            "email",
+            id="register-key-spelled-with-an-escape",
+        ),
+        pytest.param(
+            Call(
+                "POST",
+                "/v1/users",
+                content=REGISTRATION[:-1].encode() + b', "extra": {"a": 1, "a": 2}}',
+            ),
+            "a",
+            id="register-inside-an-ignored-field",
+        ),
+        pytest.param(
+            Call(
+                "POST",
+                "/v1/users",
+                content=REGISTRATION[:-1].encode() + b', "extra": [[{"deep": 1, "deep": 1}]]}',
+            ),
+            "deep",
+            id="register-in-an-array-in-an-array",
+        ),
+        pytest.param(
+            Call(
+                "POST",
+                "/v1/auth/token",
+                content=b'{"email": "user@example.com", "password": "a", "password": "b"}',
+            ),
+            "password",
+            id="login",
+        ),
+        pytest.param(
+            Call(
+                "POST",
+                "/v1/admin/credits",
+                content=b'{"user_id": "USER", "amount": 5, "amount": 7, "currency": "EUR"}',
+                headers={"Idempotency-Key": "dup-credit"},
+                who="admin",
+            ),
+            "amount",
+            id="credit",
+        ),
+        pytest.param(
+            Call(
+                "POST",
+                "/v1/orders",
+                content=b'{"payee_id": "USER", "amount": 5, "currency": "EUR", "currency": "USD"}',
+                who="admin",
+            ),
+            "currency",
+            id="order",
+        ),
+    ],
+)
+async def test_a_duplicate_key_is_400_naming_it(
+    client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    make_account: AccountFactory,
+    call: Call,
+    key: str,
+) -> None:
+    user = await make_account("user@example.com")
+    admin = await make_account("admin@example.com", admin=True)
+    assert call.content is not None
+    content = call.content.replace(b"USER", user.id.encode())
+    headers = {"Content-Type": "application/json", **call.headers}
+    if call.who == "admin":
+        headers["Authorization"] = f"Bearer {admin.token}"
+
+    response = await client.post(call.path, content=content, headers=headers)
+
+    body = assert_error(response, 400, "invalid_argument")
+    assert f'"{key}"' in body["message"], body
+    assert await user_count(pool) == 2
+    assert await pool.fetchval("SELECT count(*) FROM transfers") == 0
+    assert await pool.fetchval("SELECT count(*) FROM orders") == 0
+
+
+async def test_one_key_in_two_objects_is_no_duplicate(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    content = REGISTRATION[:-1] + ', "a": {"name": 1}, "b": [{"name": 2}, {"name": 3}]}'
+    response = await client.post(
+        "/v1/users", content=content.encode(), headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == "Ada"
+    assert await user_count(pool) == 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["NaN", "Infinity", "-Infinity"],
+    ids=["nan", "infinity", "minus-infinity"],
+)
+async def test_non_standard_json_constants_are_400(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, value: str
+) -> None:
+    content = REGISTRATION[:-1] + f', "ignored": {value}}}'
+    response = await client.post(
+        "/v1/users", content=content.encode(), headers={"Content-Type": "application/json"}
+    )
+
+    body = assert_error(response, 400, "invalid_argument")
+    assert value in body["message"], body
     assert await user_count(pool) == 0
 
 
@@ -259,17 +462,6 @@ async def test_wrong_method_is_405_naming_every_allowed_method(
     assert_error(response, 405, None)
     assert response.headers.get(REQUEST_ID)
     assert response.headers["allow"] == allow
-
-
-@dataclass(frozen=True)
-class Call:
-    method: str
-    path: str
-    json: Any = None
-    content: bytes | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    who: str | None = None  # "user" or "admin": sends that account's token
-    streamed: bool = False
 
 
 ERROR_CALLS = [

@@ -137,6 +137,58 @@ async def test_a_non_admin_credit_without_a_key_is_403_not_400(
     assert_error(response, 403, "permission_denied")
 
 
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        pytest.param(b"{}", "application/json", id="no-fields"),
+        pytest.param(
+            b'{"user_id": "nope", "amount": "5", "currency": 7}',
+            "application/json",
+            id="every-field-wrong",
+        ),
+        pytest.param(b'{"user_id": ', "application/json", id="malformed-json"),
+        pytest.param(b'{"amount": 5, "amount": 6}', "application/json", id="duplicate-key"),
+        pytest.param(b"\xff\xfe{\x00}\x00", "application/json", id="not-utf-8"),
+        pytest.param(NESTED, "application/json", id="deeply-nested"),
+        pytest.param(b"", "application/json", id="no-body"),
+        pytest.param(b"amount=5", "application/x-www-form-urlencoded", id="not-json"),
+        pytest.param(b"{}", "application/json; charset=utf-16", id="charset-utf-16"),
+    ],
+)
+@pytest.mark.parametrize("key", ["k-1", None], ids=["with-key", "without-key"])
+async def test_a_non_admin_credit_is_403_whatever_the_body(
+    client: httpx.AsyncClient,
+    make_account: AccountFactory,
+    content: bytes,
+    content_type: str,
+    key: str | None,
+) -> None:
+    """Permission comes before validation, as for pay and refund: a caller
+    who may not credit learns nothing about what a valid credit looks like."""
+    user = await make_account("u@example.com")
+    sent = {**headers(user, key), b"content-type": content_type.encode()}
+    response = await client.post("/v1/admin/credits", content=content, headers=sent)
+    assert_error(response, 403, "permission_denied")
+
+
+@pytest.mark.parametrize(
+    ("content", "token"),
+    [
+        pytest.param(b"{}", None, id="no-token-no-fields"),
+        pytest.param(b'{"user_id": ', None, id="no-token-malformed-json"),
+        pytest.param(b"{}", "not-a-jwt", id="bad-token-no-fields"),
+    ],
+)
+async def test_an_unauthenticated_credit_is_401_whatever_the_body(
+    client: httpx.AsyncClient, content: bytes, token: str | None
+) -> None:
+    sent = {"Content-Type": "application/json", "Idempotency-Key": "k-1"}
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    response = await client.post("/v1/admin/credits", content=content, headers=sent)
+    assert_error(response, 401, "unauthenticated")
+
+
 async def test_a_retry_spelling_the_order_id_in_upper_case_replays(
     client: httpx.AsyncClient, make_account: AccountFactory
 ) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from ledgerline.app import Application, Overrides, Runtime
+from ledgerline.domain.money import ISO_4217
 from ledgerline.domain.ports import PasswordHasher
 from tests.conftest import with_database
 from tests.integration.conftest import JWT_SECRET, PASSWORD, AccountFactory, cheap_settings
@@ -447,3 +448,127 @@ async def test_a_500_never_leaks_internals(
     for internal in INTERNALS:
         assert internal not in response.text
     assert await user_count(pool) == 0
+
+
+def _field(openapi: dict[str, Any], schema: str, field: str) -> dict[str, Any]:
+    found = openapi["components"]["schemas"][schema]["properties"][field]
+    assert isinstance(found, dict)
+    return found
+
+
+def _parameter(openapi: dict[str, Any], path: str, method: str, name: str) -> dict[str, Any]:
+    (found,) = [p for p in openapi["paths"][path][method]["parameters"] if p["name"] == name]
+    assert isinstance(found, dict)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("locate", "expected"),
+    [
+        pytest.param(
+            lambda d: _field(d, "CreditRequest", "amount"),
+            {"type": "integer", "minimum": 1, "maximum": 10**12},
+            id="credit-amount",
+        ),
+        pytest.param(
+            lambda d: _field(d, "CreateOrderRequest", "amount"),
+            {"type": "integer", "minimum": 1, "maximum": 10**12},
+            id="order-amount",
+        ),
+        pytest.param(
+            lambda d: _field(d, "RegisterRequest", "email"),
+            {"format": "email", "maxLength": 254},
+            id="email",
+        ),
+        pytest.param(
+            lambda d: _field(d, "RegisterRequest", "password"),
+            {"minLength": 8, "maxLength": 128, "pattern": r"^[^\x00]*$"},
+            id="password",
+        ),
+        pytest.param(lambda d: _field(d, "RegisterRequest", "name"), {"minLength": 1}, id="name"),
+        pytest.param(
+            lambda d: _parameter(d, "/v1/wallet/entries", "get", "limit"),
+            {"required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+            id="entries-limit",
+        ),
+        pytest.param(
+            lambda d: _parameter(d, "/v1/users", "get", "email"),
+            {"required": True, "schema": {"type": "string", "format": "email"}},
+            id="find-user-email-required",
+        ),
+        pytest.param(
+            lambda d: _parameter(d, "/v1/orders/{order_id}/pay", "post", "Idempotency-Key"),
+            {
+                "required": True,
+                "schema": {"minLength": 1, "maxLength": 255, "pattern": "^[!-~]{1,255}$"},
+            },
+            id="pay-idempotency-key",
+        ),
+        pytest.param(
+            lambda d: _parameter(d, "/v1/admin/credits", "post", "Idempotency-Key"),
+            {"required": True},
+            id="credit-idempotency-key",
+        ),
+        pytest.param(
+            lambda d: _parameter(d, "/v1/orders/{order_id}", "get", "order_id"),
+            {"required": True, "schema": {"type": "string", "format": "uuid"}},
+            id="order-id-is-a-uuid",
+        ),
+    ],
+)
+async def test_openapi_states_the_rules_the_service_enforces(
+    openapi: dict[str, Any],
+    locate: Callable[[dict[str, Any]], dict[str, Any]],
+    expected: dict[str, Any],
+) -> None:
+    """A few of the rules, pinned; the e2e fuzz run checks them all against
+    the running service."""
+    found = locate(openapi)
+    for key, value in expected.items():
+        if isinstance(value, dict):
+            assert {k: found[key].get(k) for k in value} == value, found
+        else:
+            assert found.get(key) == value, found
+
+
+@pytest.mark.parametrize(
+    ("schema", "field"),
+    [
+        pytest.param("CreditRequest", "currency", id="credit"),
+        pytest.param("CreateOrderRequest", "currency", id="order"),
+    ],
+)
+async def test_openapi_lists_exactly_the_accepted_currencies(
+    openapi: dict[str, Any], schema: str, field: str
+) -> None:
+    assert set(_field(openapi, schema, field)["enum"]) == ISO_4217
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "statuses"),
+    [
+        pytest.param("/v1/users", "post", {"201", "400", "409", "413", "415"}, id="register"),
+        pytest.param("/v1/auth/token", "post", {"200", "400", "401", "413", "415"}, id="login"),
+        pytest.param("/v1/users/me", "get", {"200", "401"}, id="me"),
+        pytest.param("/v1/users", "get", {"200", "400", "401", "403", "404"}, id="find"),
+        pytest.param(
+            "/v1/admin/credits",
+            "post",
+            {"201", "400", "401", "403", "404", "409", "413", "415", "422"},
+            id="credit",
+        ),
+        pytest.param(
+            "/v1/orders/{order_id}/pay",
+            "post",
+            {"200", "400", "401", "402", "403", "404", "409", "413", "422"},
+            id="pay",
+        ),
+        pytest.param("/v1/wallet/entries", "get", {"200", "400", "401"}, id="entries"),
+    ],
+)
+async def test_openapi_lists_the_answers_an_operation_gives(
+    openapi: dict[str, Any], path: str, method: str, statuses: set[str]
+) -> None:
+    """Each operation's own answers, plus 500/503/504, which any can give;
+    none it cannot give."""
+    assert set(openapi["paths"][path][method]["responses"]) == {*statuses, "500", "503", "504"}

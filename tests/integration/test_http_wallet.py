@@ -372,13 +372,46 @@ async def test_credit_to_an_unknown_user_is_404(client: httpx.AsyncClient, peopl
 
 
 @pytest.mark.parametrize(
+    ("amount", "credited"),
+    [
+        pytest.param("12.0", 12, id="point-zero"),
+        pytest.param("1.2e1", 12, id="exponent"),
+        pytest.param("1200E-2", 12, id="negative-exponent"),
+        pytest.param("1e12", MAX_AMOUNT, id="the-largest-as-a-power-of-ten"),
+        pytest.param("12.00000000000000001", None, id="not-whole-though-a-float-rounds-it"),
+        pytest.param("1e-400", None, id="tiny"),
+        pytest.param("1e400", None, id="past-any-float"),
+    ],
+)
+async def test_an_amount_is_any_json_number_whose_value_is_whole(
+    client: httpx.AsyncClient, people: People, amount: str, credited: int | None
+) -> None:
+    """JSON Schema's integer, which the OpenAPI document declares: 12.0 is
+    12; a number that is not whole is 400, decided on its exact value."""
+    content = f'{{"user_id": "{people.ada.id}", "amount": {amount}, "currency": "EUR"}}'
+    response = await client.post(
+        "/v1/admin/credits",
+        content=content.encode(),
+        headers={**headers(people.admin, new_key()), b"content-type": b"application/json"},
+    )
+    if credited is None:
+        error = assert_error(response, 400, "invalid_argument")
+        assert [d["field"] for d in error["details"]] == ["amount"]
+        assert await balances(client, people.ada) == {}
+    else:
+        assert response.status_code == 201, response.text
+        assert response.json()["amount"] == credited
+        assert await balances(client, people.ada) == {"EUR": credited}
+
+
+@pytest.mark.parametrize(
     ("change", "field"),
     [
         pytest.param({"amount": 0}, "amount", id="amount-zero"),
         pytest.param({"amount": -5}, "amount", id="amount-negative"),
         pytest.param({"amount": MAX_AMOUNT + 1}, "amount", id="amount-over-10e12"),
         pytest.param({"amount": 12.5}, "amount", id="amount-fraction"),
-        pytest.param({"amount": 12.0}, "amount", id="amount-float-12.0"),
+        pytest.param({"amount": 12.000001}, "amount", id="amount-almost-whole"),
         pytest.param({"amount": "12"}, "amount", id="amount-string"),
         pytest.param({"amount": True}, "amount", id="amount-true"),
         pytest.param({"amount": None}, "amount", id="amount-null"),
@@ -587,6 +620,13 @@ async def test_entries_limit_within_1_to_100_is_accepted(
         pytest.param("1.5", id="fraction"),
         pytest.param("", id="empty"),
         pytest.param("99999999999999999999999", id="huge"),
+        # Forms int() and pydantic take, which the document's integer is not.
+        pytest.param("+5", id="plus-sign"),
+        pytest.param(" 5", id="leading-space"),
+        pytest.param("5 ", id="trailing-space"),
+        pytest.param("5.0", id="point-zero"),
+        pytest.param("5_0", id="underscore"),
+        pytest.param("\u0665", id="non-ascii-digit"),
     ],
 )
 async def test_entries_with_a_bad_limit_is_400(
@@ -612,6 +652,14 @@ async def test_entries_with_a_bad_limit_is_400(
         pytest.param(cursor_of("v1:+5"), id="seq-with-sign"),
         pytest.param(base64.urlsafe_b64encode(b"\xff\xfe").decode(), id="not-utf8"),
         pytest.param("A" * 201, id="too-long"),
+        # docs/decisions.md: only the exact form the API gives.
+        pytest.param(base64.urlsafe_b64encode(b"v1:1").decode(), id="padding-kept"),
+        pytest.param(cursor_of("v1:1") + "=", id="one-padding-character"),
+        pytest.param(cursor_of("v1:1") + "==", id="extra-padding"),
+        pytest.param(cursor_of("v1:01"), id="zero-padded-seq"),
+        pytest.param(cursor_of("v1:00000000000000000001"), id="zero-padded-past-bigint-digits"),
+        pytest.param(cursor_of("v1:1")[:-1] + "R", id="non-canonical-base64-bits"),
+        pytest.param(cursor_of("v1:1") + "\n", id="trailing-newline"),
     ],
 )
 async def test_entries_with_a_bad_cursor_is_400(

@@ -10,7 +10,9 @@ from typing import Any
 from ledgerline.domain.errors import InvalidArgumentError
 from ledgerline.domain.user import UserId
 
-_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]{1,255}")
+# 1 to 255 visible ASCII characters; also the header's pattern in OpenAPI.
+IDEMPOTENCY_KEY_PATTERN = "^[!-~]{1,255}$"
+_VISIBLE_ASCII = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 def parse_idempotency_key(raw: str | None) -> str:

@@ -202,8 +202,7 @@ class PaymentService:
         request: IdempotentRequest,
     ) -> Credit:
         """An operator's top-up: the only way money enters the system."""
-        if not caller.is_admin:
-            raise PermissionDeniedError("only admins may credit wallets")
+        self.authorize_credit(caller)
         money = Money.parse(amount, currency)
         replayed = await self._replay(caller, request)
         if replayed is not None:
@@ -227,6 +226,13 @@ class PaymentService:
             if replayed is None:
                 raise PaymentInProgressError("retry the request") from None
             return Credit.from_snapshot(replayed)
+
+    @staticmethod
+    def authorize_credit(caller: Principal) -> None:
+        """Credits are for admins. A transport may ask before it reads the
+        request, so a caller who may not credit gets 403 whatever they send."""
+        if not caller.is_admin:
+            raise PermissionDeniedError("only admins may credit wallets")
 
     async def balances(self, caller: Principal) -> list[Balance]:
         return await self._ledger.balances(caller.user_id)

@@ -12,7 +12,7 @@ from ledgerline.delivery.http.auth import bearer_authenticator, document_securit
 from ledgerline.delivery.http.errors import install_error_handlers
 from ledgerline.delivery.http.middleware import RequestEnvelope
 from ledgerline.delivery.http.operations import operations_router
-from ledgerline.delivery.http.payments import payments_router
+from ledgerline.delivery.http.payments import payments_routers
 from ledgerline.delivery.http.users import users_routers
 from ledgerline.platform.health import Readiness
 from ledgerline.platform.logging import Logger
@@ -59,7 +59,7 @@ def create_http_app(deps: HTTPDependencies) -> ASGIApp:
     routers = [
         operations_router(deps.readiness, deps.metrics),
         *users_routers(deps.users, authenticate),
-        payments_router(deps.payments, authenticate),
+        *payments_routers(deps.payments, authenticate),
     ]
     for router in routers:
         # Flat, not include_router(): this FastAPI keeps an included router

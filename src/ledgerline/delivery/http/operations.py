@@ -37,7 +37,17 @@ def operations_router(readiness: Readiness, metrics: HTTPMetrics) -> APIRouter:
             return error_response(503, "unavailable", "not ready", extra={"checks": checks})
         return JSONResponse(ReadinessResponse(checks=checks).model_dump())
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 

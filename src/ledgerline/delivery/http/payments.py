@@ -3,54 +3,53 @@ Every route here needs a bearer token."""
 
 from __future__ import annotations
 
+import re
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from ledgerline.delivery.http.idempotency import idempotent_request
 from ledgerline.delivery.http.routing import Authenticator, authenticated_route, caller, render
 from ledgerline.delivery.http.schemas import (
+    ENTRIES_QUERY_PARAMETERS,
+    IDEMPOTENCY_KEY_PARAMETER,
     CreateOrderRequest,
     CreditRequest,
     CreditResponse,
     EntriesResponse,
-    ErrorResponse,
     OrderResponse,
     WalletResponse,
+    created_responses,
+    error_responses,
 )
-from ledgerline.usecase.payments import ENTRIES_DEFAULT_LIMIT, NewOrder, PaymentService
+from ledgerline.domain.errors import InvalidArgumentError
+from ledgerline.usecase.payments import (
+    ENTRIES_DEFAULT_LIMIT,
+    ENTRIES_MAX_LIMIT,
+    NewOrder,
+    PaymentService,
+)
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorResponse}
-    for status in (400, 401, 402, 403, 404, 409, 413, 415, 422, 500, 503, 504)
-}
-_IDEMPOTENCY_HEADER = {
-    "parameters": [
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "required": True,
-            "description": "1-255 visible ASCII characters; a retry with the same key "
-            "and request replays the first answer.",
-            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-        }
-    ]
-}
+_IDEMPOTENT = {"parameters": [IDEMPOTENCY_KEY_PARAMETER]}
 
 
-def payments_router(payments: PaymentService, authenticate: Authenticator) -> APIRouter:
-    router = APIRouter(
-        prefix="/v1", route_class=authenticated_route(authenticate), responses=_ERRORS
+def payments_routers(payments: PaymentService, authenticate: Authenticator) -> list[APIRouter]:
+    router = APIRouter(prefix="/v1", route_class=authenticated_route(authenticate))
+    # Permission before validation: a caller who may not credit gets 403
+    # before the body is parsed, as pay and refund check theirs before the key.
+    admin = APIRouter(
+        prefix="/v1",
+        route_class=authenticated_route(authenticate, payments.authorize_credit),
     )
 
-    @router.post(
+    @admin.post(
         "/admin/credits",
         status_code=201,
         response_model=CreditResponse,
         tags=["wallets"],
         summary="Credit a wallet (admins): the only way money enters",
-        openapi_extra=_IDEMPOTENCY_HEADER,
+        responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422),
+        openapi_extra=_IDEMPOTENT,
     )
     async def credit(body: CreditRequest, request: Request) -> Response:
         who = caller(request)
@@ -59,7 +58,11 @@ def payments_router(payments: PaymentService, authenticate: Authenticator) -> AP
         return render(CreditResponse.of(result), 201)
 
     @router.get(
-        "/wallet", response_model=WalletResponse, tags=["wallets"], summary="The caller's balances"
+        "/wallet",
+        response_model=WalletResponse,
+        tags=["wallets"],
+        summary="The caller's balances",
+        responses=error_responses(401),
     )
     async def wallet(request: Request) -> Response:
         return render(WalletResponse.of(await payments.balances(caller(request))))
@@ -69,13 +72,13 @@ def payments_router(payments: PaymentService, authenticate: Authenticator) -> AP
         response_model=EntriesResponse,
         tags=["wallets"],
         summary="The caller's ledger, newest first",
+        responses=error_responses(400, 401),
+        openapi_extra={"parameters": ENTRIES_QUERY_PARAMETERS},
     )
-    async def entries(
-        request: Request,
-        limit: Annotated[int, Query()] = ENTRIES_DEFAULT_LIMIT,
-        cursor: Annotated[str | None, Query(max_length=200)] = None,
-    ) -> Response:
-        page = await payments.entries(caller(request), limit, cursor)
+    async def entries(request: Request) -> Response:
+        query = request.query_params
+        limit = _limit(query.get("limit"))
+        page = await payments.entries(caller(request), limit, query.get("cursor"))
         return render(EntriesResponse.of(page))
 
     @router.post(
@@ -84,6 +87,10 @@ def payments_router(payments: PaymentService, authenticate: Authenticator) -> AP
         response_model=OrderResponse,
         tags=["orders"],
         summary="Create an order (payer)",
+        responses={
+            **created_responses("/v1/orders/{id} of the new order"),
+            **error_responses(400, 401, 404, 413, 415),
+        },
     )
     async def create_order(body: CreateOrderRequest, request: Request) -> Response:
         order = await payments.create_order(
@@ -96,6 +103,7 @@ def payments_router(payments: PaymentService, authenticate: Authenticator) -> AP
         response_model=OrderResponse,
         tags=["orders"],
         summary="An order (payer, payee, admin)",
+        responses=error_responses(400, 401, 404),
     )
     async def get_order(order_id: uuid.UUID, request: Request) -> Response:
         return render(OrderResponse.of(await payments.get_order(caller(request), order_id)))
@@ -105,7 +113,8 @@ def payments_router(payments: PaymentService, authenticate: Authenticator) -> AP
         response_model=OrderResponse,
         tags=["orders"],
         summary="Pay an order exactly once (payer)",
-        openapi_extra=_IDEMPOTENCY_HEADER,
+        responses=error_responses(400, 401, 402, 403, 404, 409, 413, 422),
+        openapi_extra=_IDEMPOTENT,
     )
     async def pay(order_id: uuid.UUID, request: Request) -> Response:
         who = caller(request)
@@ -117,11 +126,28 @@ def payments_router(payments: PaymentService, authenticate: Authenticator) -> AP
         response_model=OrderResponse,
         tags=["orders"],
         summary="Refund a paid order exactly once (payee, admin)",
-        openapi_extra=_IDEMPOTENCY_HEADER,
+        responses=error_responses(400, 401, 402, 403, 404, 409, 413, 422),
+        openapi_extra=_IDEMPOTENT,
     )
     async def refund(order_id: uuid.UUID, request: Request) -> Response:
         who = caller(request)
         idempotency = idempotent_request(request, who, {"order_id": str(order_id)})
         return render(OrderResponse.of(await payments.refund(who, order_id, idempotency)))
 
-    return router
+    return [admin, router]
+
+
+_DECIMAL = re.compile(r"[0-9]{1,9}")
+
+
+def _limit(raw: str | None) -> int:
+    """The page size as written: decimal digits only (no sign, spaces,
+    underscores or fractions, which int() and pydantic would take). The use
+    case checks the range."""
+    if raw is None:
+        return ENTRIES_DEFAULT_LIMIT
+    if not _DECIMAL.fullmatch(raw):
+        raise InvalidArgumentError.for_field(
+            "limit", f"must be an integer from 1 to {ENTRIES_MAX_LIMIT}"
+        )
+    return int(raw)

@@ -1,6 +1,9 @@
-"""Route classes for the API's two cross-cutting rules, applied before the
-framework parses anything: authenticated routes answer 401 without a valid
-bearer token, and body routes answer 415 to a body that is not JSON.
+"""Route classes for the API's cross-cutting rules, applied before the
+framework parses anything, in this order: authenticated routes answer 401
+without a valid bearer token, then 403 when the route's permission check
+refuses the caller (before a word of the request is validated); body routes
+answer 415 to a body that is not UTF-8 JSON and 400 to one that does not
+parse (parse_json_body).
 
 Authentication is a route class rather than a FastAPI dependency because it
 runs on nearly every request and the dependency machinery costs more than
@@ -16,18 +19,31 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from ledgerline.delivery.http.errors import error_response
+from ledgerline.delivery.http.json_body import StrictJSONRequest
 from ledgerline.domain.user import Principal
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 Authenticator = Callable[[Request], Principal]
+Permission = Callable[[Principal], None]
 _PRINCIPAL = "ledgerline.principal"
 
 
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
+def media_type_refusal(content_type: str) -> str | None:
+    """Why a body of this Content-Type is refused (415), or None. JSON is
+    application/json or application/*+json; a charset, when given, must be
+    UTF-8 (API.md: JSON is UTF-8)."""
+    media, _, parameters = content_type.partition(";")
+    media = media.strip().lower()
+    if not (
+        media == "application/json"
+        or (media.startswith("application/") and media.endswith("+json"))
+    ):
+        return "request body must be application/json"
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
+            return "request body must be JSON in UTF-8 (charset=utf-8, or no charset)"
+    return None
 
 
 class JSONBodyRoute(APIRoute):
@@ -39,16 +55,25 @@ class JSONBodyRoute(APIRoute):
             return handler
 
         async def json_only(request: Request) -> Response:
-            if not _is_json(request.headers.get("content-type", "")):
-                return error_response(
-                    415, "unsupported_media_type", "request body must be application/json"
-                )
-            return await handler(request)
+            refusal = media_type_refusal(request.headers.get("content-type", ""))
+            if refusal is not None:
+                return error_response(415, "unsupported_media_type", refusal)
+            # Parsed here, before the framework reads it, so that a body
+            # that is not JSON as API.md defines it is a 400 saying why.
+            strict = StrictJSONRequest(request.scope, request.receive)
+            if await strict.body():  # an empty body is the framework's "field required"
+                await strict.json()
+            return await handler(strict)
 
         return json_only
 
 
-def authenticated_route(authenticate: Authenticator) -> type[JSONBodyRoute]:
+def authenticated_route(
+    authenticate: Authenticator, permit: Permission | None = None
+) -> type[JSONBodyRoute]:
+    """``permit`` raises PermissionDeniedError for a caller who may not use
+    the route at all; it runs before the body or any parameter is read."""
+
     class AuthenticatedRoute(JSONBodyRoute):
         requires_auth = True
 
@@ -56,7 +81,10 @@ def authenticated_route(authenticate: Authenticator) -> type[JSONBodyRoute]:
             handler = super().get_route_handler()
 
             async def authenticated(request: Request) -> Response:
-                request.scope[_PRINCIPAL] = authenticate(request)
+                principal = authenticate(request)
+                if permit is not None:
+                    permit(principal)
+                request.scope[_PRINCIPAL] = principal
                 return await handler(request)
 
             return authenticated

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from ledgerline.delivery.http.routing import (
     Authenticator,
@@ -15,25 +14,20 @@ from ledgerline.delivery.http.routing import (
     render,
 )
 from ledgerline.delivery.http.schemas import (
-    ErrorResponse,
+    EMAIL_QUERY_PARAMETER,
     RegisterRequest,
     TokenRequest,
     TokenResponse,
     UserResponse,
+    created_responses,
+    error_responses,
 )
 from ledgerline.usecase.users import Registration, UserService
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorResponse}
-    for status in (400, 401, 403, 404, 409, 413, 415, 500, 503, 504)
-}
-
 
 def users_routers(users: UserService, authenticate: Authenticator) -> list[APIRouter]:
-    public = APIRouter(prefix="/v1", route_class=JSONBodyRoute, responses=_ERRORS)
-    private = APIRouter(
-        prefix="/v1", route_class=authenticated_route(authenticate), responses=_ERRORS
-    )
+    public = APIRouter(prefix="/v1", route_class=JSONBodyRoute)
+    private = APIRouter(prefix="/v1", route_class=authenticated_route(authenticate))
 
     @public.post(
         "/users",
@@ -41,6 +35,10 @@ def users_routers(users: UserService, authenticate: Authenticator) -> list[APIRo
         response_model=UserResponse,
         tags=["users"],
         summary="Register a user",
+        responses={
+            **created_responses("/v1/users/{id} of the new user"),
+            **error_responses(400, 409, 413, 415),
+        },
     )
     async def register(body: RegisterRequest) -> Response:
         user = await users.register(Registration(body.email, body.password, body.name))
@@ -51,13 +49,18 @@ def users_routers(users: UserService, authenticate: Authenticator) -> list[APIRo
         response_model=TokenResponse,
         tags=["auth"],
         summary="Exchange email and password for a token",
+        responses=error_responses(400, 401, 413, 415),
     )
     async def token(body: TokenRequest) -> Response:
         issued = await users.authenticate(body.email, body.password)
         return render(TokenResponse(access_token=issued.token, expires_in=issued.expires_in))
 
     @private.get(
-        "/users/me", response_model=UserResponse, tags=["users"], summary="The calling user"
+        "/users/me",
+        response_model=UserResponse,
+        tags=["users"],
+        summary="The calling user",
+        responses=error_responses(401),
     )
     async def me(request: Request) -> Response:
         return render(UserResponse.of(await users.get_me(caller(request))))
@@ -67,6 +70,7 @@ def users_routers(users: UserService, authenticate: Authenticator) -> list[APIRo
         response_model=UserResponse,
         tags=["users"],
         summary="A user by id (yourself, or any as admin)",
+        responses=error_responses(400, 401, 404),
     )
     async def get_user(user_id: uuid.UUID, request: Request) -> Response:
         return render(UserResponse.of(await users.get_by_id(caller(request), user_id)))
@@ -76,10 +80,14 @@ def users_routers(users: UserService, authenticate: Authenticator) -> list[APIRo
         response_model=UserResponse,
         tags=["users"],
         summary="Find a user by email (admins)",
+        responses=error_responses(400, 401, 403, 404),
+        openapi_extra={"parameters": [EMAIL_QUERY_PARAMETER]},
     )
-    async def find_user(request: Request, email: Annotated[str, Query()] = "") -> Response:
-        # Checked by the use case, after the caller's permission: a non-admin
-        # gets 403 whatever they send.
+    async def find_user(request: Request) -> Response:
+        # Read here and checked by the use case, after the caller's
+        # permission: a non-admin gets 403 whatever they send, the framework
+        # never refuses the query first.
+        email = request.query_params.get("email", "")
         return render(UserResponse.of(await users.get_by_email(caller(request), email)))
 
     return [public, private]

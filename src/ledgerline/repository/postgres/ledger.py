@@ -8,13 +8,19 @@ first, then wallets by owner id), so they never deadlock."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from datetime import datetime
 
-from ledgerline.domain.errors import InsufficientFundsError, InvalidArgumentError
-from ledgerline.domain.ledger import Balance, EntryPage, LedgerEntry, Transfer, TransferKind
+from ledgerline.domain.errors import InsufficientFundsError
+from ledgerline.domain.ledger import (
+    Balance,
+    EntryPage,
+    LedgerEntry,
+    Transfer,
+    TransferKind,
+    decode_cursor,
+    encode_cursor,
+)
 from ledgerline.domain.user import UserId
 from ledgerline.platform.deadline import remaining
 from ledgerline.repository.postgres.errors import translated
@@ -54,8 +60,6 @@ _WRITE_ENTRIES = """
 _ENTRY_COLUMNS = (
     "seq, id, transfer_id, owner_id, kind, amount, currency, balance_after, order_id, created_at"
 )
-_CURSOR_PREFIX = "v1:"
-_MAX_BIGINT = 2**63 - 1
 
 
 class PostgresLedgerRepository:
@@ -146,7 +150,7 @@ class PostgresLedgerRepository:
 
     @translated
     async def entries(self, owner_id: UserId, limit: int, cursor: str | None) -> EntryPage:
-        before = _decode_cursor(cursor) if cursor is not None else None
+        before = decode_cursor(cursor) if cursor is not None else None
         rows = await self._db.fetch(
             f"SELECT {_ENTRY_COLUMNS} FROM ledger_entries "  # noqa: S608
             "WHERE owner_id = $1 AND ($2::bigint IS NULL OR seq < $2) "
@@ -171,26 +175,5 @@ class PostgresLedgerRepository:
             )
             for row in page
         )
-        next_cursor = _encode_cursor(page[-1]["seq"]) if len(rows) > limit else None
+        next_cursor = encode_cursor(page[-1]["seq"]) if len(rows) > limit else None
         return EntryPage(entries, next_cursor)
-
-
-def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{seq}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        text = base64.urlsafe_b64decode(padded.encode("ascii")).decode()
-        if not text.startswith(_CURSOR_PREFIX):
-            raise ValueError(cursor)
-        digits = text.removeprefix(_CURSOR_PREFIX)
-        if not (digits.isascii() and digits.isdigit()):
-            raise ValueError(cursor)
-        seq = int(digits)
-        if not 1 <= seq <= _MAX_BIGINT:
-            raise ValueError(cursor)
-    except (ValueError, UnicodeError, binascii.Error) as exc:
-        raise InvalidArgumentError.for_field("cursor", "is not a cursor this API gave") from exc
-    return seq
