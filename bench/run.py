@@ -7,12 +7,14 @@ baseline, and `POST /v1/users` throughput, with wrk, on this machine.
 Steps: create a fresh database `ledgerline_bench` on the machine's PostgreSQL,
 `ledgerline migrate` it, start `ledgerline serve --workers 2` (default INFO
 access log on; its stderr goes to /dev/null and/or a file, see
---service-log), register a user, log in, run wrk on GET /v1/users/me with the
-bearer token, run wrk on POST /v1/users with unique emails, stop the service
-(SIGTERM); then start bench/baseline_app.py (2 workers) on the same database
-for the same user, run the same GET wrk, stop it, print the figures and the
-ratio, and drop the database. Everything is on loopback, bounded in time,
-and stopped in `finally` blocks.
+--service-log), register a user, log in, and start bench/baseline_app.py (2
+workers) beside it on the same database for the same user. wrk then
+alternates between the two on GET /v1/users/me (`--pairs` pairs of
+`--duration` s runs, in ABBA order, after a warm-up of each), so that a
+shared machine whose speed drifts weighs on both alike; each pair gives one
+ratio, and the verdict is their median. Then wrk runs POST /v1/users with
+unique emails, the service stops (SIGTERM), and the database is dropped.
+Everything is on loopback, bounded in time, and stopped in `finally` blocks.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "ledgerline_bench"
-TARGET_RATIO = 0.80
+TARGET_RATIO = 1.0
 
 POST_LUA = r"""
 -- Unique email per request: thread id + a random prefix + a counter.
@@ -313,6 +315,7 @@ class Options:
     service_logs: list[str]
     workers: int
     rounds: int
+    pairs: int
 
 
 def service_env(db_url: str, jwt_secret: str, data_dir: Path) -> dict[str, str]:
@@ -327,20 +330,22 @@ def service_env(db_url: str, jwt_secret: str, data_dir: Path) -> dict[str, str]:
     return env
 
 
-def bench_get(opts: Options, label: str, base: str, headers: Sequence[str]) -> WrkResult:
-    url = f"{base}/v1/users/me"
+def warm_up(opts: Options, label: str, base: str, headers: Sequence[str]) -> None:
     if opts.warmup:
         run_wrk(
             f"{label} warm-up",
-            url,
+            f"{base}/v1/users/me",
             threads=opts.threads,
             connections=opts.connections,
             duration=opts.warmup,
             headers=headers,
         )
+
+
+def measure_get(opts: Options, label: str, base: str, headers: Sequence[str]) -> WrkResult:
     result = run_wrk(
         label,
-        url,
+        f"{base}/v1/users/me",
         threads=opts.threads,
         connections=opts.connections,
         duration=opts.duration,
@@ -373,7 +378,11 @@ class Bench:
     get: dict[str, list[WrkResult]] = field(default_factory=dict)
     post: dict[str, WrkResult] = field(default_factory=dict)
 
-    def service_round(self, sink: str, *, with_post: bool) -> None:
+    def paired_round(self, sink: str, *, with_post: bool) -> None:
+        """The service and the baseline run side by side (the idle one costs
+        nothing); wrk alternates between them, ``pairs`` times, in ABBA
+        order, so that a machine whose speed drifts (a shared host) weighs
+        on both alike. Each pair gives one ratio."""
         opts = self.opts
         ledgerline = str(VENV_BIN / "ledgerline")
         port = free_port()
@@ -384,14 +393,24 @@ class Bench:
             running(cmd, self.env, stderr, f"{base}/healthz"),
         ):
             token = self._login(base)
-            print(f"service, stderr -> {sink} (loadavg before: {_loadavg()}):", flush=True)
-            result = bench_get(
-                opts,
-                f"GET /v1/users/me service [{sink}]",
-                base,
-                [f"Authorization: Bearer {token}"],
-            )
-            self.get.setdefault(f"service/{sink}", []).append(result)
+            service_headers = [f"Authorization: Bearer {token}"]
+            with self._baseline() as baseline:
+                print(
+                    f"service (stderr -> {sink}) and baseline side by side "
+                    f"(loadavg before: {_loadavg()}):",
+                    flush=True,
+                )
+                warm_up(opts, "service", base, service_headers)
+                warm_up(opts, "baseline", baseline, [])
+                for pair in range(opts.pairs):
+                    runs = [
+                        (f"service/{sink}", f"GET /v1/users/me service [{sink}]", base),
+                        (f"baseline/{sink}", "GET /v1/users/me baseline", baseline),
+                    ]
+                    for key, label, url in runs if pair % 2 == 0 else runs[::-1]:
+                        headers = service_headers if key.startswith("service") else []
+                        result = measure_get(opts, label, url, headers)
+                        self.get.setdefault(key, []).append(result)
             if with_post and opts.post_duration:
                 post = run_wrk(
                     f"POST /v1/users service [{sink}]",
@@ -430,7 +449,8 @@ class Bench:
             raise RuntimeError(f"GET /v1/users/me answered {status}: {body}")
         return token
 
-    def baseline_round(self) -> None:
+    @contextmanager
+    def _baseline(self) -> Iterator[str]:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         env = {**self.env, "BENCH_DATABASE_URL": self.db_url, "BENCH_USER_ID": self.user_id}
@@ -440,9 +460,7 @@ class Bench:
             status, body = http_json("GET", f"{base}/v1/users/me")
             if status != 200 or body["id"] != self.user_id:
                 raise RuntimeError(f"baseline GET /v1/users/me answered {status}: {body}")
-            print(f"baseline, bare FastAPI + asyncpg (loadavg before: {_loadavg()}):", flush=True)
-            result = bench_get(self.opts, "GET /v1/users/me baseline", base, [])
-            self.get.setdefault("baseline", []).append(result)
+            yield base
 
 
 def _loadavg() -> str:
@@ -484,8 +502,7 @@ def run(opts: Options) -> int:
         for round_no in range(1, opts.rounds + 1):
             print(f"round {round_no}/{opts.rounds}", flush=True)
             for sink in opts.service_logs:
-                bench.service_round(sink, with_post=round_no == 1)
-            bench.baseline_round()
+                bench.paired_round(sink, with_post=round_no == 1)
     finally:
         drop_database(opts.admin_url)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -493,26 +510,26 @@ def run(opts: Options) -> int:
 
 
 def summarize(bench: Bench) -> int:
-    baselines = bench.get["baseline"]
     print()
-    print("summary (ratio = service / baseline of the same round)")
-    print("  baseline GET /v1/users/me: " + ", ".join(f"{b.rps:.1f}" for b in baselines) + " req/s")
-    failed = any(b.errors for b in baselines)
+    print("summary (ratio = service / baseline of the same pair of back-to-back runs)")
+    failed = False
     for key, results in bench.get.items():
-        if key == "baseline":
+        if not key.startswith("service/"):
             continue
+        baselines = bench.get["baseline/" + key.removeprefix("service/")]
         ratios = [r.rps / b.rps for r, b in zip(results, baselines, strict=True)]
         median = statistics.median(ratios)
         verdict = "PASS" if median >= TARGET_RATIO else "FAIL"
         print(
             f"  {key:<16} GET /v1/users/me: "
             + ", ".join(
-                f"{r.rps:.1f} req/s ({q:.1%})" for r, q in zip(results, ratios, strict=True)
+                f"{r.rps:.0f}/{b.rps:.0f} ({q:.1%})"
+                for r, b, q in zip(results, baselines, ratios, strict=True)
             )
-            + f"; median ratio {median:.1%} (target >= {TARGET_RATIO:.0%}: "
-            f"{verdict})"
+            + f" req/s service/baseline; median ratio {median:.1%} "
+            f"(target >= {TARGET_RATIO:.0%}: {verdict})"
         )
-        failed = failed or any(r.errors for r in results)
+        failed = failed or any(r.errors for r in results) or any(b.errors for b in baselines)
     for key, result in bench.post.items():
         non_201 = sum(n for code, n in result.statuses.items() if code != 201)
         print(
@@ -529,7 +546,7 @@ def summarize(bench: Bench) -> int:
 def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description="Ledgerline load benchmark (wrk).")
     parser.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL", DEFAULT_ADMIN_URL))
-    parser.add_argument("--duration", type=int, default=15, help="seconds per GET run")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per GET run")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per GET run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
@@ -537,7 +554,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--post-connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
-        "--rounds", type=int, default=2, help="service/baseline pairs (POST runs in round 1)"
+        "--rounds", type=int, default=1, help="rounds of paired runs (POST runs in round 1)"
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=4, help="service/baseline GET pairs per round and log sink"
     )
     parser.add_argument(
         "--service-log",
@@ -559,6 +579,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         service_logs=sinks,
         workers=args.workers,
         rounds=args.rounds,
+        pairs=args.pairs,
     )
 
 
