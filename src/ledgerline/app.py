@@ -166,6 +166,9 @@ class Application:
             max_size=s.db_pool_max_size,
             command_timeout=s.request_timeout_seconds,
         )
+        # With a pool that opens nothing at first (min size 0), this is where
+        # a database that refuses the configuration is found out.
+        await ping(pool)
         probes: dict[str, Probe] = {"database": lambda: ping(pool)}
         clock = self.overrides.clock or SystemClock()
         uow = PostgresUnitOfWorkFactory(pool)
@@ -234,6 +237,7 @@ class Application:
                 s.redis_url, socket_timeout=2, socket_connect_timeout=2
             )
             probes["redis"] = client.ping
+            await _check_redis(client)
             return RedisLockManager(client)
         # Advisory locks hold a connection each: a pool of their own keeps
         # them from starving the queries.
@@ -268,6 +272,22 @@ class Application:
             # No hash is in flight once the server has drained; don't block the loop.
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+
+async def _check_redis(client: redis.Redis) -> None:
+    """Redis connects on first use: ask it once at start so that a refused
+    password stops the process (it never would serve a payment). Redis not
+    answering is no reason not to start: payments answer 503 until it does,
+    and readiness names it."""
+    try:
+        async with asyncio.timeout(2):
+            await client.ping()
+    except RedisAuthenticationError:
+        raise
+    except (RedisError, OSError, TimeoutError) as exc:
+        get_logger("ledgerline.app").warning(
+            "Redis does not answer; payments answer 503 until it does", error=repr(exc)
+        )
 
 
 # What a database or Redis that does not answer raises while the pools and
@@ -333,8 +353,21 @@ async def _serve(app: Application, sock: socket.socket) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     release_stop_signals()  # a stop held back during start-up lands now
+    # A stop while the dependencies are still being reached (a database that
+    # drops packets takes a minute to time out) ends the start-up at once.
+    starting = asyncio.create_task(app.start())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, *STARTUP_ERRORS):
+            await starting
+        await app.stop()
+        log.info("stopped before serving")
+        return 0
+    stopped.cancel()
     try:
-        await app.start()
+        starting.result()
     except REFUSED_CONFIGURATION as exc:
         log.error("could not start: a dependency refused the configuration", error=repr(exc))
         await app.stop()

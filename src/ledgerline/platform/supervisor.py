@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,7 +69,9 @@ class Supervisor:
         self._backoff_max = backoff_max
         self._ctx = multiprocessing.get_context("spawn")
         self._slots = [_Slot() for _ in range(workers)]
-        self._stopping = threading.Event()
+        # A plain flag, set from a signal handler: an Event's lock could be
+        # held by the very wait the handler interrupts.
+        self._stopping = False
         self._crashes: collections.deque[float] = collections.deque()
         self._max_crashes = 3 * workers
         self._log = get_logger("ledgerline.supervisor")
@@ -83,8 +84,9 @@ class Supervisor:
             for slot in self._slots:
                 self._start(slot)
             gave_up = False
-            while not self._stopping.wait(0.2):
-                if not self._tend():
+            while not self._stopping:
+                time.sleep(0.2)
+                if not self._stopping and not self._tend():
                     gave_up = True
                     break
             code = self._stop_all()
@@ -115,7 +117,7 @@ class Supervisor:
         when it is time to give up."""
         now = time.monotonic()
         for slot in self._slots:
-            if self._stopping.is_set():
+            if self._stopping:
                 break
             proc = slot.proc
             if proc is not None and not proc.is_alive() and not self._note_death(slot, proc, now):
@@ -155,15 +157,20 @@ class Supervisor:
         )
         return True
 
+    def stop(self) -> None:
+        """What SIGTERM does, for a caller in another thread."""
+        self._stopping = True
+
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._stopping.set()
+        self._stopping = True
 
     def _stop_all(self) -> int:
-        procs = [slot.proc for slot in self._slots if slot.proc is not None]
+        # Judged: the workers alive when the stop came. One that died just
+        # before is a death like any other, not a failure to stop.
+        procs = [s.proc for s in self._slots if s.proc is not None and s.proc.is_alive()]
         self._log.info("stopping workers", workers=len(procs))
         for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
-                proc.terminate()  # SIGTERM: the worker's graceful shutdown
+            proc.terminate()  # SIGTERM: the worker's graceful shutdown
         # One deadline for all: they stop in parallel.
         deadline = time.monotonic() + self._timeout + SHUTDOWN_MARGIN_SECONDS
         failed = 0

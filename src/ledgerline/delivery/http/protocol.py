@@ -41,6 +41,8 @@ from ledgerline.delivery.http.errors import error_body
 _HEADER_OVERHEAD = 4
 # How long a refused client's further bytes are read and dropped.
 _LINGER_SECONDS = 2.0
+# At shutdown, the pause between an idle connection's grace and its close.
+_LAST_LOOK_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +87,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._limits = limits
         self._draining = draining
         self._in_head = False  # between a message's first byte and its last header
+        self._in_trailers = False  # after a chunked body's last chunk
+        self._chunk_had_data = False
         self._began_in_this_read = False
-        self._head_bytes = 0  # an upper bound on the current head's size
+        self._body_in_this_read = 0
+        self._body_before_fields = 0
+        self._head_bytes = 0  # an upper bound on the open head's (or trailers') size
         self._header_count = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -112,18 +118,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._head_timer is None and self._waiting_for_head():
             self._arm_head_timer()
-        was_in_head = self._in_head
+        was_open = self._fields_open()
         self._began_in_this_read = False
+        self._body_in_this_read = 0
         super().data_received(data)
-        if not self._in_head or self._refused:
+        if not self._fields_open() or self._refused:
             return
         # httptools holds a header's partial name or value until it ends, so
-        # the bytes fed while a head is open bound its size: all of them if
-        # the head began in an earlier read, at most this read if it began here.
-        if was_in_head and not self._began_in_this_read:
+        # the bytes fed while a head (or a chunked body's trailers) is open
+        # bound its size: all of them if it began in an earlier read, at most
+        # this read if it began here.
+        if was_open and not self._began_in_this_read:
             self._head_bytes += len(data)
-        else:
-            self._head_bytes = len(data)
+        else:  # less the body bytes this read carried before it began
+            self._head_bytes = len(data) - self._body_before_fields
         if self._head_bytes > self._limits.max_header_bytes:
             self._refuse_large_head()
 
@@ -133,10 +141,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         self._closing = True
-        if self._in_head or not self._idle():
+        if not self._idle():
             super().shutdown()  # a request in flight finishes, then the connection closes
             return
-        # Idle: a request may already be on its way. Give it a moment to land.
+        # Idle, or a head arriving: a request may be on its way. Give it a
+        # moment to land (a head still has its own deadline).
         self._grace_timer = self.loop.call_later(self._limits.shutdown_grace, self._close_if_idle)
 
     # Parser callbacks
@@ -145,6 +154,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._began_in_this_read = True
+        self._body_before_fields = self._body_in_this_read
         self._head_bytes = 0
         self._header_count = 0
 
@@ -159,6 +169,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._header_count > self._limits.max_headers:
             self._refuse_large_head()
             return
+        if self._in_trailers:
+            return  # the body's trailers: counted, and ignored as uvicorn's ASGI has no place
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -179,13 +191,32 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
+            self._chunk_had_data = True
+            self._body_in_this_read += len(body)
             super().on_body(body)
 
+    def on_chunk_header(self) -> None:
+        self._chunk_had_data = False
+
+    def on_chunk_complete(self) -> None:
+        if not self._chunk_had_data:
+            # The last chunk (size 0): trailer fields may follow, under the
+            # same limits as a head.
+            self._in_trailers = True
+            self._began_in_this_read = True
+            self._body_before_fields = self._body_in_this_read
+            self._head_bytes = 0
+            self._header_count = 0
+
     def on_message_complete(self) -> None:
+        self._in_trailers = False
         if not self._refused:
             super().on_message_complete()
 
     # Timers and refusals
+
+    def _fields_open(self) -> bool:
+        return self._in_head or self._in_trailers
 
     def _waiting_for_head(self) -> bool:
         return self._in_head or self._idle()
@@ -218,6 +249,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()  # nothing was asked: nothing to answer
 
     def _close_if_idle(self) -> None:
+        # Once more after the next read of the sockets: a request that landed
+        # while the loop was busy is read before the connection is given up.
+        self._grace_timer = self.loop.call_later(_LAST_LOOK_SECONDS, self._close_now_if_idle)
+
+    def _close_now_if_idle(self) -> None:
         self._grace_timer = None
         if not self._in_head and self._idle() and not self.transport.is_closing():
             self.transport.close()
@@ -230,13 +266,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         more is parsed. With ``linger``, what the client still sends is read
         and dropped for a moment after the answer (a half close), so that
         the answer is not lost to a reset of the connection; the client's own
-        end of the stream closes it sooner (``eof_received`` returns None)."""
+        end of the stream closes it sooner (``eof_received`` returns None).
+        While another response is being written (pipelining, or a request
+        whose trailers are refused), that response is finished first and the
+        connection then closed; requests queued behind it are never started."""
+        if self._refused:
+            return
         self._refused = True
         self._cancel_timers()
         if self.transport.is_closing():
             return
-        if self._idle():  # never inside another request's response
-            self.transport.write(error_bytes(status, code, message))
+        self.pipeline.clear()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        self.transport.write(error_bytes(status, code, message))
         if linger and self.transport.can_write_eof():
             self.transport.write_eof()
             self._grace_timer = self.loop.call_later(_LINGER_SECONDS, self.transport.close)
