@@ -106,8 +106,11 @@ async def create_pool(
 
 
 async def acquire(pool: asyncpg.Pool) -> PoolConnectionProxy:
-    """A connection from the pool, waited for no longer than the deadline."""
-    conn: PoolConnectionProxy = await pool.acquire(timeout=remaining())
+    """A connection from the pool, waited for no longer than the deadline.
+    A deadline is always enforced by the timeout around it (``within``),
+    which cancels the wait; asyncpg's own ``timeout=`` would add a task per
+    checkout (``wait_for``), a cost every request would pay."""
+    conn: PoolConnectionProxy = await pool.acquire()
     return conn
 
 
@@ -177,15 +180,25 @@ class PoolExecutor:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    async def _on_a_connection(
+        self, method: str, query: str, args: tuple[object, ...], seconds: float | None
+    ) -> Any:
+        # Plain try/finally rather than ``connection()``: this is every
+        # single read's path, and a generator context manager costs more.
+        conn = await acquire(self._pool)
+        try:
+            return await getattr(conn, method)(query, *args, timeout=seconds)
+        finally:
+            await release(self._pool, conn)
+
     async def execute(
         self,
         query: str,
         *args: object,
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> str:
-        async with connection(self._pool) as conn:
-            status: str = await conn.execute(query, *args, timeout=timeout)
-            return status
+        status: str = await self._on_a_connection("execute", query, args, timeout)
+        return status
 
     async def fetch(
         self,
@@ -193,9 +206,8 @@ class PoolExecutor:
         *args: object,
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[asyncpg.Record]:
-        async with connection(self._pool) as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(query, *args, timeout=timeout)
-            return rows
+        rows: list[asyncpg.Record] = await self._on_a_connection("fetch", query, args, timeout)
+        return rows
 
     async def fetchrow(
         self,
@@ -203,9 +215,8 @@ class PoolExecutor:
         *args: object,
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> asyncpg.Record | None:
-        async with connection(self._pool) as conn:
-            row: asyncpg.Record | None = await conn.fetchrow(query, *args, timeout=timeout)
-            return row
+        row: asyncpg.Record | None = await self._on_a_connection("fetchrow", query, args, timeout)
+        return row
 
     async def fetchval(
         self,
@@ -213,8 +224,7 @@ class PoolExecutor:
         *args: object,
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> Any:
-        async with connection(self._pool) as conn:
-            return await conn.fetchval(query, *args, timeout=timeout)
+        return await self._on_a_connection("fetchval", query, args, timeout)
 
 
 async def ping(pool: asyncpg.Pool) -> None:

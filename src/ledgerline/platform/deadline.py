@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextvars import ContextVar
+from types import TracebackType
 
 _deadline: ContextVar[float | None] = ContextVar("ledgerline_deadline", default=None)
 
@@ -40,14 +41,36 @@ def deadline_scope(seconds: float) -> Iterator[float]:
         _deadline.reset(token)
 
 
-@contextlib.asynccontextmanager
-async def within(seconds: float) -> AsyncIterator[None]:
+class within:  # noqa: N801 - used as a function: ``async with within(seconds):``
     """Runs the block under a deadline that is both recorded (for the driver
     and the clean-up) and enforced (the block is cancelled when it passes
-    and TimeoutError raised), at one and the same instant."""
-    with deadline_scope(seconds) as when:
-        async with asyncio.timeout_at(when):
-            yield
+    and TimeoutError raised), at one and the same instant. A class rather
+    than a generator-based context manager: every request enters one."""
+
+    __slots__ = ("_seconds", "_timeout", "_token")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    async def __aenter__(self) -> None:
+        when = asyncio.get_running_loop().time() + self._seconds
+        outer = _deadline.get()
+        if outer is not None:
+            when = min(outer, when)
+        self._token = _deadline.set(when)
+        self._timeout = asyncio.timeout_at(when)
+        await self._timeout.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._timeout.__aexit__(exc_type, exc, tb)
+        finally:
+            _deadline.reset(self._token)
 
 
 def remaining(default: float | None = None) -> float | None:
