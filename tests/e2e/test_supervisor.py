@@ -144,7 +144,6 @@ async def test_a_database_outage_and_a_dead_worker_heal_without_a_restart(
         workers[0].kill()
         await asyncio.sleep(8)  # replacements fail, back off and fail again
         assert service.proc.poll() is None, service.log.read_text()[-3000:]
-        assert workers[1].is_running(), "a healthy worker was stopped"
         down = await client.get("/readyz")
         assert down.status_code == 503
         assert down.json()["checks"]["database"] == "unavailable"
@@ -152,9 +151,11 @@ async def test_a_database_outage_and_a_dead_worker_heal_without_a_restart(
         deadline = time.monotonic() + 90
         while True:
             ready = await client.get("/readyz")
-            # Two at the start, and the replacement that made it.
+            # Two at the start, and at least the replacement that made it.
+            # (That the supervisor never stops a live worker for a sibling's
+            # failure is pinned by test_a_healthy_worker_outlives_its_failing_sibling.)
             listening = service.log.read_text().count('"http server listening"')
-            if ready.status_code == 200 and listening == 3:
+            if ready.status_code == 200 and listening >= 3:
                 break
             assert time.monotonic() < deadline, service.log.read_text()[-3000:]
             await asyncio.sleep(0.5)
