@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from types import TracebackType
 
 _deadline: ContextVar[float | None] = ContextVar("ledgerline_deadline", default=None)
@@ -26,15 +26,21 @@ CLEANUP_GRACE_SECONDS = 0.5
 _TIMER_SLACK_SECONDS = 0.002
 
 
-@contextlib.contextmanager
-def deadline_scope(seconds: float) -> Iterator[float]:
-    """Records a deadline ``seconds`` from now (or the outer one, if it is
-    sooner) for the code inside; yields it, in loop time."""
+def _record(seconds: float) -> tuple[float, Token[float | None]]:
+    """Records a deadline ``seconds`` from now, or keeps the outer one if it
+    is sooner; returns it (in loop time) and the token that undoes it."""
     when = asyncio.get_running_loop().time() + seconds
     outer = _deadline.get()
     if outer is not None:
         when = min(outer, when)
-    token = _deadline.set(when)
+    return when, _deadline.set(when)
+
+
+@contextlib.contextmanager
+def deadline_scope(seconds: float) -> Iterator[float]:
+    """Records a deadline ``seconds`` from now (or the outer one, if it is
+    sooner) for the code inside; yields it, in loop time."""
+    when, token = _record(seconds)
     try:
         yield when
     finally:
@@ -53,11 +59,7 @@ class within:  # noqa: N801 - used as a function: ``async with within(seconds):`
         self._seconds = seconds
 
     async def __aenter__(self) -> None:
-        when = asyncio.get_running_loop().time() + self._seconds
-        outer = _deadline.get()
-        if outer is not None:
-            when = min(outer, when)
-        self._token = _deadline.set(when)
+        when, self._token = _record(self._seconds)
         self._timeout = asyncio.timeout_at(when)
         await self._timeout.__aenter__()
 
