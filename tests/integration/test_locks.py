@@ -138,7 +138,6 @@ async def test_release_after_the_lock_connection_was_cut_does_not_raise(
 _HOLDER = """
 import asyncio, sys
 import asyncpg
-from ledgerline.platform.deadline import within
 from ledgerline.platform.locks import PostgresLockManager
 
 async def main() -> None:
