@@ -117,6 +117,17 @@ async def test_a_stop_while_the_database_does_not_answer_ends_the_start_up(
     assert "stopped before serving" in service.log.read_text()
 
 
+async def _all_listening(service: Service, workers: int) -> None:
+    """Waits until `workers` workers have logged that they listen: the
+    service answers as soon as the first one does. A replacement may first
+    wait out its back-off (at most 30 s)."""
+    deadline = time.monotonic() + 90
+    while service.log.read_text().count('"http server listening"') < workers:
+        assert service.proc.poll() is None, service.log.read_text()[-3000:]
+        assert time.monotonic() < deadline, service.log.read_text()[-3000:]
+        await asyncio.sleep(0.1)
+
+
 def _workers(supervisor_pid: int) -> list[psutil.Process]:
     """The supervisor's worker processes (not its resource tracker)."""
     return [
@@ -131,28 +142,30 @@ async def test_a_database_outage_and_a_dead_worker_heal_without_a_restart(
 ) -> None:
     """PostgreSQL stops and a worker is killed meanwhile: its replacements
     cannot start, the other worker keeps answering (503), and when
-    PostgreSQL is back the service is whole again by itself."""
+    PostgreSQL is back the service is whole again by itself: the survivor
+    still serves and a replacement listens beside it."""
     database_url = await asyncio.to_thread(own_postgres.create_database)
     service = start_service(
         "--workers", "2", LEDGERLINE_DATABASE_URL=database_url, LEDGERLINE_JWT_SECRET=JWT_SECRET
     )
     async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
         assert (await client.get("/readyz")).status_code == 200
-        workers = _workers(service.proc.pid)
-        assert len(workers) == 2
+        await _all_listening(service, 2)
+        killed, survivor = _workers(service.proc.pid)
         await asyncio.to_thread(own_postgres.stop)
-        workers[0].kill()
+        killed.kill()
         await asyncio.sleep(8)  # replacements fail, back off and fail again
         assert service.proc.poll() is None, service.log.read_text()[-3000:]
+        assert survivor.is_running(), service.log.read_text()[-3000:]
         down = await client.get("/readyz")
         assert down.status_code == 503
         assert down.json()["checks"]["database"] == "unavailable"
         await asyncio.to_thread(own_postgres.start)
-        deadline = time.monotonic() + 90
-        while (await client.get("/readyz")).status_code != 200:
-            assert time.monotonic() < deadline, service.log.read_text()[-3000:]
-            await asyncio.sleep(0.5)
-        assert service.proc.poll() is None
+        await _all_listening(service, 3)  # the two first, then a replacement
+        assert (await client.get("/readyz")).status_code == 200
+        assert survivor.is_running(), "the healthy worker was stopped"
+        assert survivor in _workers(service.proc.pid)
+        assert len(_workers(service.proc.pid)) == 2
     assert service.terminate() == 0
     assert "giving up" not in service.log.read_text()
 
