@@ -6,8 +6,12 @@ ids come from context variables bound per request (structlog.contextvars)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal, TextIO
 
 import structlog
@@ -15,6 +19,18 @@ from structlog.typing import FilteringBoundLogger, Processor
 
 LogFormat = Literal["json", "console", "auto"]
 Logger = FilteringBoundLogger
+# method, path, route template, status, duration in ms, request id
+AccessLog = Callable[[str, str, str, int, float, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Configured:
+    level: int
+    fmt: Literal["json", "console"]
+    stream: TextIO | None  # None: sys.stderr as it is when a line is set up
+
+
+_configured = _Configured(logging.INFO, "json", None)
 
 
 def configure_logging(
@@ -27,6 +43,8 @@ def configure_logging(
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    global _configured
+    _configured = _Configured(numeric_level, fmt, out)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -66,3 +84,54 @@ def configure_logging(
 def get_logger(name: str) -> Logger:
     logger: Logger = structlog.get_logger().bind(logger=name)
     return logger
+
+
+def access_log(name: str) -> AccessLog:
+    """The line each request writes, as configured now. In JSON it is
+    formatted directly, with the same keys and values structlog's pipeline
+    gives every other line: on the request path that pipeline (context
+    merge, processors, encoder) cost about a tenth of a request's CPU.
+    Console lines (a developer's terminal) still go through structlog."""
+    configured = _configured
+    if configured.level > logging.INFO:
+        return _no_access_log
+    if configured.fmt != "json":
+        log = get_logger(name)
+
+        def console(
+            method: str, path: str, route: str, status: int, duration_ms: float, request_id: str
+        ) -> None:
+            log.info(
+                "request",
+                method=method,
+                path=path,
+                route=route,
+                status=status,
+                duration_ms=duration_ms,
+                request_id=request_id,
+            )
+
+        return console
+    # One write and flush per line under structlog's own per-file lock, so
+    # lines from other threads never interleave with these.
+    write = structlog.WriteLogger(configured.stream or sys.stderr).msg
+    logger = json.dumps(name)
+    text = json.encoder.encode_basestring_ascii  # what json.dumps uses
+
+    def line(
+        method: str, path: str, route: str, status: int, duration_ms: float, request_id: str
+    ) -> None:
+        write(
+            f'{{"logger": {logger}, "method": {text(method)}, "path": {text(path)}, '
+            f'"route": {text(route)}, "status": {status}, "duration_ms": {duration_ms!r}, '
+            f'"event": "request", "request_id": {text(request_id)}, "level": "info", '
+            f'"timestamp": "{datetime.now(UTC).isoformat().replace("+00:00", "Z")}"}}'
+        )
+
+    return line
+
+
+def _no_access_log(
+    method: str, path: str, route: str, status: int, duration_ms: float, request_id: str
+) -> None:
+    return None

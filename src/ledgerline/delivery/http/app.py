@@ -15,7 +15,7 @@ from ledgerline.delivery.http.operations import operations_router
 from ledgerline.delivery.http.payments import payments_routers
 from ledgerline.delivery.http.users import users_routers
 from ledgerline.platform.health import Readiness
-from ledgerline.platform.logging import Logger
+from ledgerline.platform.logging import Logger, access_log
 from ledgerline.platform.metrics import HTTPMetrics
 from ledgerline.usecase.payments import PaymentService
 from ledgerline.usecase.users import UserService
@@ -70,6 +70,7 @@ def create_http_app(deps: HTTPDependencies) -> ASGIApp:
         api,
         metrics=deps.metrics,
         logger=deps.logger,
+        access_log=access_log("ledgerline.http"),
         request_timeout=deps.request_timeout,
         max_body_bytes=MAX_BODY_BYTES,
     )
