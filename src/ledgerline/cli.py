@@ -10,9 +10,11 @@ from typing import Annotated
 
 import typer
 
-from ledgerline.app import Application, Runtime, prepare_runtime, serve
 from ledgerline.config import ConfigError, Settings, load_settings
 from ledgerline.domain.errors import DomainError
+from ledgerline.main.core import Core
+from ledgerline.main.runtime import Runtime, prepare_runtime
+from ledgerline.main.serve import serve
 from ledgerline.platform.database import migrate as run_migrations
 from ledgerline.platform.logging import configure_logging
 from ledgerline.usecase.users import AdminResult, Registration
@@ -107,13 +109,8 @@ def create_admin(
 
 
 async def _create_admin(settings: Settings, runtime: Runtime, request: Registration) -> AdminResult:
-    app = Application(settings, runtime)
-    try:
-        await app.start()
-        assert app.users is not None
-        return await app.users.create_admin(request)
-    finally:
-        await app.stop()
+    async with Core(settings, runtime, with_payments=False) as core:
+        return await core.users.create_admin(request)
 
 
 def main() -> None:

@@ -1,16 +1,20 @@
-"""An application wired to the test's own database, and an HTTP client that
-talks to it through the full ASGI stack (middleware, routing, handlers)."""
+"""A core wired to the test's own database, and an HTTP client that talks
+to the REST API over it through the full ASGI stack (middleware, routing,
+handlers)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from ledgerline.app import Application, Overrides, Runtime
 from ledgerline.config import Settings
+from ledgerline.main.core import Core, Overrides
+from ledgerline.main.runtime import Runtime
+from ledgerline.main.serve import http_app
 from ledgerline.usecase.users import Registration
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
@@ -29,20 +33,30 @@ def cheap_settings(**overrides: object) -> Settings:
 
 
 @pytest.fixture
-async def application(database_url: str) -> AsyncIterator[Application]:
-    app = Application(cheap_settings(), Runtime(database_url, JWT_SECRET), Overrides())
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
+async def core(database_url: str) -> AsyncIterator[Core]:
+    async with Core(cheap_settings(), Runtime(database_url, JWT_SECRET)) as started:
+        yield started
+
+
+def rest_client(core: Core) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=http_app(core))
+    return httpx.AsyncClient(transport=transport, base_url="http://ledgerline.test")
 
 
 @pytest.fixture
-async def client(application: Application) -> AsyncIterator[httpx.AsyncClient]:
-    assert application.http is not None
-    transport = httpx.ASGITransport(app=application.http)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ledgerline.test") as c:
+async def client(core: Core) -> AsyncIterator[httpx.AsyncClient]:
+    async with rest_client(core) as c:
+        yield c
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    database_url: str, overrides: Overrides, **settings: object
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A core of its own (own settings, own overrides) on the test's
+    database, and a client of its REST API."""
+    runtime = Runtime(database_url, JWT_SECRET)
+    async with Core(cheap_settings(**settings), runtime, overrides) as own, rest_client(own) as c:
         yield c
 
 
@@ -74,14 +88,13 @@ AccountFactory = Callable[..., Awaitable[Account]]
 
 
 @pytest.fixture
-def make_account(client: httpx.AsyncClient, application: Application) -> AccountFactory:
+def make_account(client: httpx.AsyncClient, core: Core) -> AccountFactory:
     """Registers a user over HTTP (or an admin through the use case, as the
     CLI does) and logs them in."""
 
     async def make(email: str, *, admin: bool = False, name: str = "Test User") -> Account:
         if admin:
-            assert application.users is not None
-            result = await application.users.create_admin(Registration(email, PASSWORD, name))
+            result = await core.users.create_admin(Registration(email, PASSWORD, name))
             user_id = str(result.user.id)
         else:
             created = await client.post(

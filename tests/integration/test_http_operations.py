@@ -15,11 +15,11 @@ import asyncpg
 import httpx
 import pytest
 
-from ledgerline.app import Application, Overrides, Runtime
 from ledgerline.domain.money import ISO_4217
 from ledgerline.domain.ports import PasswordHasher
+from ledgerline.main.core import Core, Overrides
 from tests.conftest import with_database
-from tests.integration.conftest import JWT_SECRET, PASSWORD, AccountFactory, cheap_settings
+from tests.integration.conftest import PASSWORD, AccountFactory, serving
 from tests.integration.http_helpers import assert_error
 
 FAKE_HASH = "$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
@@ -30,24 +30,6 @@ async def user_count(pool: asyncpg.Pool) -> int:
     count = await pool.fetchval("SELECT count(*) FROM users")
     assert isinstance(count, int)
     return count
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    database_url: str, hasher: PasswordHasher, **settings: object
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A separate application (own settings, own hasher) on the test's database."""
-    app = Application(
-        cheap_settings(**settings), Runtime(database_url, JWT_SECRET), Overrides(hasher=hasher)
-    )
-    await app.start()
-    try:
-        assert app.http is not None
-        transport = httpx.ASGITransport(app=app.http)
-        async with httpx.AsyncClient(transport=transport, base_url="http://ledgerline.test") as c:
-            yield c
-    finally:
-        await app.stop()
 
 
 # --------------------------------------------------------------------------
@@ -83,10 +65,9 @@ async def test_readyz_is_200_when_the_database_answers(client: httpx.AsyncClient
     ],
 )
 async def test_from_the_moment_shutdown_begins(
-    client: httpx.AsyncClient, application: Application, path: str, status: int
+    client: httpx.AsyncClient, core: Core, path: str, status: int
 ) -> None:
-    assert application.readiness is not None
-    application.readiness.shutting_down = True
+    core.readiness.shutting_down = True
 
     response = await client.get(path)
 
@@ -98,12 +79,11 @@ async def test_from_the_moment_shutdown_begins(
 
 
 async def test_shutdown_that_begins_during_the_checks_is_named(
-    client: httpx.AsyncClient, application: Application
+    client: httpx.AsyncClient, core: Core
 ) -> None:
     """A 503 always says why: here every dependency answered, but shutdown
     began while they were asked."""
-    readiness = application.readiness
-    assert readiness is not None
+    readiness = core.readiness
 
     async def database_then_shutdown() -> None:
         readiness.shutting_down = True
@@ -382,7 +362,9 @@ class SlowHasher:
 async def test_a_request_past_its_deadline_is_504(
     database_url: str, pool: asyncpg.Pool, path: str, body: dict[str, str]
 ) -> None:
-    async with serving(database_url, SlowHasher(), request_timeout_seconds=0.05) as client:
+    async with serving(
+        database_url, Overrides(hasher=SlowHasher()), request_timeout_seconds=0.05
+    ) as client:
         loop = asyncio.get_running_loop()
         started = loop.time()
         response = await client.post(path, json=body)
@@ -457,7 +439,7 @@ async def test_a_500_never_leaks_internals(
     path: str,
     body: dict[str, str],
 ) -> None:
-    async with serving(database_url, hasher) as client:
+    async with serving(database_url, Overrides(hasher=hasher)) as client:
         response = await client.post(path, json=body)
 
     assert response.status_code == 500

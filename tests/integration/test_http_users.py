@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,14 +19,14 @@ import httpx
 import jwt
 import pytest
 
-from ledgerline.app import Application, Overrides, Runtime
+from ledgerline.main.core import Overrides
 from ledgerline.platform.passwords import Argon2Hasher, Argon2Params
 from tests.integration.conftest import (
     JWT_SECRET,
     PASSWORD,
     Account,
     AccountFactory,
-    cheap_settings,
+    serving,
 )
 from tests.integration.http_helpers import assert_error
 
@@ -418,19 +417,6 @@ class CountingHasher:
     async def waste_time(self, password: str) -> None:
         self.verifications += 1
         await self._real.waste_time(password)
-
-
-@contextlib.asynccontextmanager
-async def serving(database_url: str, overrides: Overrides) -> AsyncIterator[httpx.AsyncClient]:
-    app = Application(cheap_settings(), Runtime(database_url, JWT_SECRET), overrides)
-    await app.start()
-    try:
-        assert app.http is not None
-        transport = httpx.ASGITransport(app=app.http)
-        async with httpx.AsyncClient(transport=transport, base_url="http://ledgerline.test") as c:
-            yield c
-    finally:
-        await app.stop()
 
 
 @pytest.mark.parametrize(

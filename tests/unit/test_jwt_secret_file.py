@@ -9,8 +9,8 @@ from threading import Barrier
 
 import pytest
 
-from ledgerline.app import MIN_SECRET_LENGTH, _jwt_secret
 from ledgerline.config import ConfigError, Settings
+from ledgerline.main.runtime import MIN_SECRET_LENGTH, load_jwt_secret
 
 ROUNDS = 10
 RACERS = 4
@@ -21,7 +21,7 @@ def _race(base: str, barrier: Barrier) -> list[str]:
     for round_ in range(ROUNDS):
         settings = Settings(data_dir=Path(base) / str(round_))
         barrier.wait()
-        secrets.append(_jwt_secret(settings))
+        secrets.append(load_jwt_secret(settings))
     return secrets
 
 
@@ -43,7 +43,7 @@ def test_processes_racing_on_a_fresh_directory_share_one_whole_secret(tmp_path: 
 
 def test_the_kept_secret_is_reused(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    assert _jwt_secret(settings) == _jwt_secret(settings)
+    assert load_jwt_secret(settings) == load_jwt_secret(settings)
 
 
 @pytest.mark.parametrize("content", ["", "short", " " * 40], ids=["empty", "short", "blank"])
@@ -52,4 +52,4 @@ def test_a_kept_secret_too_short_to_sign_with_is_a_configuration_error(
 ) -> None:
     (tmp_path / "jwt_secret").write_text(content)
     with pytest.raises(ConfigError, match="shorter than"):
-        _jwt_secret(Settings(data_dir=tmp_path))
+        load_jwt_secret(Settings(data_dir=tmp_path))
