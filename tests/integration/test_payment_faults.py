@@ -17,7 +17,6 @@ import pytest
 import redis.asyncio as redis
 
 from ledgerline.domain.errors import FailedPreconditionError
-from ledgerline.domain.idempotency import IdempotentRequest
 from ledgerline.domain.order import Order
 from ledgerline.domain.ports import LockManager, OrderRepository, UnitOfWork
 from ledgerline.domain.user import Email, Principal, User
@@ -143,7 +142,7 @@ async def scene(
         people.append(user)
     payer = Principal(people[0].id, is_admin=False)
     admin = Principal(uuid.uuid4(), is_admin=True)
-    await service.credit(admin, payer.user_id, CREDIT, "EUR", IdempotentRequest("top-up", "fp"))
+    await service.credit(admin, payer.user_id, CREDIT, "EUR", "top-up")
     order = await service.create_order(payer, NewOrder(people[1].id, PRICE, "EUR"))
     try:
         yield Scene(service, uow, locks, payer, order)
@@ -168,14 +167,10 @@ async def test_expired_lock_under_a_paused_holder_pays_once(
 ) -> None:
     scene.uow.pause_next = "before"
     paused = asyncio.create_task(
-        scene.service.process_payment(
-            scene.payer, scene.order.id, IdempotentRequest("key-a", "fp-a")
-        )
+        scene.service.process_payment(scene.payer, scene.order.id, "key-a")
     )
     await asyncio.sleep(LOCK_TTL * 2)  # the paused holder's lock has expired
-    second = await scene.service.process_payment(
-        scene.payer, scene.order.id, IdempotentRequest("key-b", "fp-b")
-    )
+    second = await scene.service.process_payment(scene.payer, scene.order.id, "key-b")
     assert second.status == "paid"
     with pytest.raises(FailedPreconditionError):
         await paused
@@ -185,13 +180,11 @@ async def test_expired_lock_under_a_paused_holder_pays_once(
 async def test_expired_lock_with_one_key_replays_instead_of_paying_twice(
     scene: Scene, pool: asyncpg.Pool
 ) -> None:
-    request = IdempotentRequest("same-key", "same-fingerprint")
+    key = "same-key"
     scene.uow.pause_next = "before"
-    paused = asyncio.create_task(
-        scene.service.process_payment(scene.payer, scene.order.id, request)
-    )
+    paused = asyncio.create_task(scene.service.process_payment(scene.payer, scene.order.id, key))
     await asyncio.sleep(LOCK_TTL * 2)
-    second = await scene.service.process_payment(scene.payer, scene.order.id, request)
+    second = await scene.service.process_payment(scene.payer, scene.order.id, key)
     first = await paused
     assert first == second
     assert first.status == "paid"
@@ -203,9 +196,7 @@ async def test_a_cancelled_payment_releases_its_lock_at_once(
 ) -> None:
     key = f"payment-lock-{scene.order.id}"
     scene.uow.pause_next = "before"
-    paying = asyncio.create_task(
-        scene.service.process_payment(scene.payer, scene.order.id, IdempotentRequest("k", "f"))
-    )
+    paying = asyncio.create_task(scene.service.process_payment(scene.payer, scene.order.id, "k"))
     await asyncio.sleep(LOCK_TTL / 5)  # it holds the lock, paused before its transaction
     assert await scene.locks.try_acquire(key, 5) is None
     paying.cancel()
@@ -223,11 +214,11 @@ async def test_a_retry_queued_behind_the_row_lock_replays_the_first_answer(
     """The first call's lock expires while it holds the order row; the retry
     (same key) takes the lock, waits for the row, and must answer what the
     first call answered, not "already paid"."""
-    request = IdempotentRequest("same-key", "same-fingerprint")
+    key = "same-key"
     scene.uow.pause_next = "in-transaction"
-    first = asyncio.create_task(scene.service.process_payment(scene.payer, scene.order.id, request))
+    first = asyncio.create_task(scene.service.process_payment(scene.payer, scene.order.id, key))
     await asyncio.sleep(LOCK_TTL * 2)
-    retry = await scene.service.process_payment(scene.payer, scene.order.id, request)
+    retry = await scene.service.process_payment(scene.payer, scene.order.id, key)
     assert retry == await first
     assert retry.status == "paid"
     assert await _charged(pool, scene) == (1, CREDIT - PRICE)

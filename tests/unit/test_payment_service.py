@@ -4,7 +4,10 @@ credits, wallets and idempotency keys."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import itertools
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from ledgerline.domain.errors import (
     PaymentInProgressError,
     PermissionDeniedError,
 )
-from ledgerline.domain.idempotency import IdempotentRequest
+from ledgerline.domain.idempotency import ORDER_PAY, IdempotentRequest
 from ledgerline.domain.ledger import Balance, LedgerEntry, Transfer, TransferKind
 from ledgerline.domain.money import Money
 from ledgerline.domain.order import Order, OrderStatus
@@ -82,16 +85,16 @@ class World:
     def admin(self) -> Principal:
         return self.people["admin"]
 
-    def request(self, fingerprint: str = "fp") -> IdempotentRequest:
-        """A fresh key; the fingerprint stands for the rest of the request."""
-        return IdempotentRequest(f"key-{next(self.keys)}", fingerprint)
+    def key(self) -> str:
+        """A fresh idempotency key."""
+        return f"key-{next(self.keys)}"
 
     def balance(self, who: str, currency: str = EUR) -> int:
         return self.ledger.balance(self.people[who].user_id, currency)
 
     async def fund(self, who: str, amount: int, currency: str = EUR) -> None:
         await self.service.credit(
-            self.admin, self.people[who].user_id, amount, currency, self.request()
+            self.admin, self.people[who].user_id, amount, currency, self.key()
         )
 
     async def order(self, amount: int = PRICE) -> Order:
@@ -102,7 +105,7 @@ class World:
     async def paid_order(self) -> Order:
         await self.fund("alice", PRICE)
         order = await self.order()
-        return await self.service.process_payment(self.alice, order.id, self.request())
+        return await self.service.process_payment(self.alice, order.id, self.key())
 
 
 @pytest.fixture
@@ -267,7 +270,7 @@ async def test_pay_moves_the_amount_from_payer_to_payee(world: World) -> None:
     order = await world.order()
     world.clock.advance(30)
 
-    paid = await world.service.process_payment(world.alice, order.id, world.request())
+    paid = await world.service.process_payment(world.alice, order.id, world.key())
 
     assert paid.status is OrderStatus.PAID
     assert paid.paid_at == paid.updated_at == world.clock.now()
@@ -287,13 +290,17 @@ async def test_pay_moves_the_amount_from_payer_to_payee(world: World) -> None:
 async def test_pay_stores_the_answer_under_the_key_for_the_retention(world: World) -> None:
     await world.fund("alice", PRICE)
     order = await world.order()
-    request = world.request("pay-fingerprint")
+    key = world.key()
 
-    paid = await world.service.process_payment(world.alice, order.id, request)
+    paid = await world.service.process_payment(world.alice, order.id, key)
 
-    record = world.idempotency.rows[(world.alice.user_id, request.key)]
-    assert record.fingerprint == "pay-fingerprint"
-    assert record.operation == "payment"
+    record = world.idempotency.rows[(world.alice.user_id, key)]
+    params = {"order_id": str(order.id)}
+    assert record.operation == ORDER_PAY
+    assert (
+        record.fingerprint
+        == IdempotentRequest.of(key, ORDER_PAY, world.alice.user_id, params).fingerprint
+    )
     assert Order.from_snapshot(record.result) == paid
     assert record.expires_at == world.clock.now() + SETTINGS.idempotency_retention
 
@@ -301,12 +308,12 @@ async def test_pay_stores_the_answer_under_the_key_for_the_retention(world: Worl
 async def test_pay_replay_with_the_same_request_returns_the_same_order(world: World) -> None:
     await world.fund("alice", 10_000)
     order = await world.order()
-    request = world.request()
-    first = await world.service.process_payment(world.alice, order.id, request)
+    key = world.key()
+    first = await world.service.process_payment(world.alice, order.id, key)
     journal = list(world.ledger.journal)
     world.clock.advance(60)
 
-    again = await world.service.process_payment(world.alice, order.id, request)
+    again = await world.service.process_payment(world.alice, order.id, key)
 
     assert again == first
     assert world.ledger.journal == journal
@@ -315,25 +322,71 @@ async def test_pay_replay_with_the_same_request_returns_the_same_order(world: Wo
 
 async def test_pay_replay_with_a_different_request_is_a_mismatch(world: World) -> None:
     await world.fund("alice", 10_000)
-    order = await world.order()
-    request = world.request("first")
-    await world.service.process_payment(world.alice, order.id, request)
+    order, other = await world.order(), await world.order()
+    key = world.key()
+    await world.service.process_payment(world.alice, order.id, key)
 
     with pytest.raises(IdempotencyMismatchError):
-        await world.service.process_payment(
-            world.alice, order.id, IdempotentRequest(request.key, "second")
-        )
+        await world.service.process_payment(world.alice, other.id, key)
 
     assert (world.balance("alice"), world.balance("bob")) == (10_000 - PRICE, PRICE)
+    assert world.orders.rows[other.id] == other
+
+
+async def test_a_key_used_for_another_operation_is_a_mismatch(world: World) -> None:
+    """The admin's credit key, sent again to refund: not the same request."""
+    paid = await world.paid_order()
+    key = world.key()
+    await world.service.credit(world.admin, world.bob.user_id, 700, EUR, key)
+
+    with pytest.raises(IdempotencyMismatchError):
+        await world.service.refund(world.admin, paid.id, key)
+
+    assert world.orders.rows[paid.id] == paid
+
+
+def _earlier_fingerprint(route: str, caller: Principal, params: dict[str, object]) -> str:
+    """What the HTTP layer of the previous release stored: the method and
+    route template in the operation's place."""
+    canonical = json.dumps(
+        {"op": route, "caller": str(caller.user_id), "params": params},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+    return f"sha256:{hashlib.sha256(canonical.encode()).hexdigest()}"
+
+
+async def test_a_key_stored_by_the_previous_release_still_replays(world: World) -> None:
+    """A deploy does not turn a client's in-flight retry into a mismatch:
+    records stored before the fingerprint moved into the use case replay."""
+    await world.fund("alice", 10_000)
+    order, other = await world.order(), await world.order()
+    key = world.key()
+    paid = await world.service.process_payment(world.alice, order.id, key)
+    stored = world.idempotency.rows[(world.alice.user_id, key)]
+    route = "POST /v1/orders/{order_id}/pay"
+    world.idempotency.rows[(world.alice.user_id, key)] = dataclasses.replace(
+        stored,
+        operation="payment",
+        fingerprint=_earlier_fingerprint(route, world.alice, {"order_id": str(order.id)}),
+    )
+    journal = list(world.ledger.journal)
+
+    assert await world.service.process_payment(world.alice, order.id, key) == paid
+    with pytest.raises(IdempotencyMismatchError):
+        await world.service.process_payment(world.alice, other.id, key)
+
+    assert world.ledger.journal == journal
 
 
 async def test_pay_an_order_paid_under_another_key_fails_precondition(world: World) -> None:
     await world.fund("alice", 10_000)
     order = await world.order()
-    paid = await world.service.process_payment(world.alice, order.id, world.request())
+    paid = await world.service.process_payment(world.alice, order.id, world.key())
 
     with pytest.raises(FailedPreconditionError):
-        await world.service.process_payment(world.alice, order.id, world.request())
+        await world.service.process_payment(world.alice, order.id, world.key())
 
     assert world.orders.rows[order.id] == paid
     assert (world.balance("alice"), world.balance("bob")) == (10_000 - PRICE, PRICE)
@@ -347,10 +400,10 @@ async def test_pay_without_funds_changes_nothing_and_a_retry_can_succeed(
         await world.fund("alice", funds)
     order = await world.order()
     records = dict(world.idempotency.rows)
-    request = world.request()
+    key = world.key()
 
     with pytest.raises(InsufficientFundsError):
-        await world.service.process_payment(world.alice, order.id, request)
+        await world.service.process_payment(world.alice, order.id, key)
 
     assert world.orders.rows[order.id] == order
     assert (world.balance("alice"), world.balance("bob")) == (funds, 0)
@@ -358,7 +411,7 @@ async def test_pay_without_funds_changes_nothing_and_a_retry_can_succeed(
     assert world.uow.opened[-1].committed is False
 
     await world.fund("alice", PRICE - funds)
-    paid = await world.service.process_payment(world.alice, order.id, request)
+    paid = await world.service.process_payment(world.alice, order.id, key)
 
     assert paid.status is OrderStatus.PAID
     assert (world.balance("alice"), world.balance("bob")) == (0, PRICE)
@@ -384,10 +437,10 @@ async def test_pay_by_anyone_but_the_payer_is_refused(
     await world.fund("alice", PRICE)
     await world.fund(caller, PRICE)
     order = await world.order()
-    request = world.request() if key is None else IdempotentRequest(key, "fp")
+    key = world.key() if key is None else key
 
     with pytest.raises(error):
-        await world.service.process_payment(world.people[caller], order.id, request)
+        await world.service.process_payment(world.people[caller], order.id, key)
 
     assert world.orders.rows[order.id] == order
     assert world.balance("alice") == PRICE
@@ -401,16 +454,16 @@ async def test_a_stranger_is_not_found_even_while_the_order_is_locked(world: Wor
     assert holder is not None
 
     with pytest.raises(NotFoundError):
-        await world.service.process_payment(world.carol, order.id, world.request())
+        await world.service.process_payment(world.carol, order.id, world.key())
     with pytest.raises(NotFoundError):
-        await world.service.refund(world.carol, order.id, world.request())
+        await world.service.refund(world.carol, order.id, world.key())
 
 
 @pytest.mark.parametrize("key", KEYS.values(), ids=list(KEYS))
 async def test_pay_a_missing_order_is_not_found(world: World, key: str | None) -> None:
-    request = world.request() if key is None else IdempotentRequest(key, "fp")
+    key = world.key() if key is None else key
     with pytest.raises(NotFoundError):
-        await world.service.process_payment(world.alice, uuid.uuid4(), request)
+        await world.service.process_payment(world.alice, uuid.uuid4(), key)
 
 
 async def test_pay_while_another_holds_the_lock_is_in_progress(world: World) -> None:
@@ -418,16 +471,16 @@ async def test_pay_while_another_holds_the_lock_is_in_progress(world: World) -> 
     order = await world.order()
     other = await world.locks.try_acquire(_lock_key(order), SETTINGS.lock_ttl_seconds)
     assert other is not None
-    request = world.request()
+    key = world.key()
 
     with pytest.raises(PaymentInProgressError):
-        await world.service.process_payment(world.alice, order.id, request)
+        await world.service.process_payment(world.alice, order.id, key)
 
     assert world.orders.rows[order.id] == order
     assert world.balance("alice") == PRICE
     assert world.locks.is_held_by(other.key, other.token)  # not released by the loser
     assert await other.release()
-    paid = await world.service.process_payment(world.alice, order.id, request)
+    paid = await world.service.process_payment(world.alice, order.id, key)
     assert paid.status is OrderStatus.PAID
 
 
@@ -438,7 +491,7 @@ async def test_pay_takes_over_a_lock_whose_holder_let_it_expire(world: World) ->
     assert stalled is not None
     world.clock.advance(SETTINGS.lock_ttl_seconds + 1)
 
-    paid = await world.service.process_payment(world.alice, order.id, world.request())
+    paid = await world.service.process_payment(world.alice, order.id, world.key())
 
     assert paid.status is OrderStatus.PAID
     assert await stalled.release() is False  # the stalled holder frees nothing
@@ -446,23 +499,23 @@ async def test_pay_takes_over_a_lock_whose_holder_let_it_expire(world: World) ->
 
 async def _pay_succeeds(world: World, order: Order) -> None:
     await world.fund("alice", PRICE)
-    await world.service.process_payment(world.alice, order.id, world.request())
+    await world.service.process_payment(world.alice, order.id, world.key())
 
 
 async def _pay_lacks_funds(world: World, order: Order) -> None:
     with pytest.raises(InsufficientFundsError):
-        await world.service.process_payment(world.alice, order.id, world.request())
+        await world.service.process_payment(world.alice, order.id, world.key())
 
 
 async def _pay_twice(world: World, order: Order) -> None:
     await _pay_succeeds(world, order)
     with pytest.raises(FailedPreconditionError):
-        await world.service.process_payment(world.alice, order.id, world.request())
+        await world.service.process_payment(world.alice, order.id, world.key())
 
 
 async def _refund_pending(world: World, order: Order) -> None:
     with pytest.raises(FailedPreconditionError):
-        await world.service.refund(world.bob, order.id, world.request())
+        await world.service.refund(world.bob, order.id, world.key())
 
 
 Outcome = Callable[[World, Order], Awaitable[None]]
@@ -492,7 +545,7 @@ async def test_concurrent_pays_with_different_keys_pay_exactly_once(world: World
     order = await world.order()
 
     results = await asyncio.gather(
-        *(world.service.process_payment(world.alice, order.id, world.request()) for _ in range(10)),
+        *(world.service.process_payment(world.alice, order.id, world.key()) for _ in range(10)),
         return_exceptions=True,
     )
 
@@ -507,10 +560,10 @@ async def test_concurrent_pays_with_different_keys_pay_exactly_once(world: World
 async def test_concurrent_pays_with_one_key_pay_once_and_agree(world: World) -> None:
     await world.fund("alice", 10 * PRICE)
     order = await world.order()
-    request = world.request()
+    key = world.key()
 
     results = await asyncio.gather(
-        *(world.service.process_payment(world.alice, order.id, request) for _ in range(10)),
+        *(world.service.process_payment(world.alice, order.id, key) for _ in range(10)),
         return_exceptions=True,
     )
 
@@ -519,7 +572,7 @@ async def test_concurrent_pays_with_one_key_pay_once_and_agree(world: World) -> 
     assert all(p == paid[0] for p in paid)
     assert all(isinstance(r, Order | PaymentInProgressError) for r in results)
     assert (world.balance("alice"), world.balance("bob")) == (9 * PRICE, PRICE)
-    assert await world.service.process_payment(world.alice, order.id, request) == paid[0]
+    assert await world.service.process_payment(world.alice, order.id, key) == paid[0]
 
 
 async def test_without_a_working_lock_the_transaction_still_pays_once(world: World) -> None:
@@ -539,7 +592,7 @@ async def test_without_a_working_lock_the_transaction_still_pays_once(world: Wor
     order = await world.order()
 
     results = await asyncio.gather(
-        *(service.process_payment(world.alice, order.id, world.request()) for _ in range(10)),
+        *(service.process_payment(world.alice, order.id, world.key()) for _ in range(10)),
         return_exceptions=True,
     )
 
@@ -559,7 +612,7 @@ async def test_refund_moves_the_money_back(world: World, caller: str) -> None:
     paid = await world.paid_order()
     world.clock.advance(60)
 
-    refunded = await world.service.refund(world.people[caller], paid.id, world.request())
+    refunded = await world.service.refund(world.people[caller], paid.id, world.key())
 
     assert refunded.status is OrderStatus.REFUNDED
     assert refunded.paid_at == paid.paid_at
@@ -575,33 +628,35 @@ async def test_refund_moves_the_money_back(world: World, caller: str) -> None:
 
 async def test_refund_happens_once(world: World) -> None:
     paid = await world.paid_order()
-    request = world.request()
-    refunded = await world.service.refund(world.bob, paid.id, request)
+    key = world.key()
+    refunded = await world.service.refund(world.bob, paid.id, key)
 
-    assert await world.service.refund(world.bob, paid.id, request) == refunded
+    assert await world.service.refund(world.bob, paid.id, key) == refunded
     with pytest.raises(FailedPreconditionError):
-        await world.service.refund(world.bob, paid.id, world.request())
+        await world.service.refund(world.bob, paid.id, world.key())
     with pytest.raises(FailedPreconditionError):
-        await world.service.refund(world.admin, paid.id, world.request())
+        await world.service.refund(world.admin, paid.id, world.key())
 
     assert (world.balance("alice"), world.balance("bob")) == (PRICE, 0)
     assert len([e for e in world.ledger.journal if e.kind is TransferKind.REFUND]) == 2
 
 
 async def test_refund_replay_with_a_different_request_is_a_mismatch(world: World) -> None:
-    paid = await world.paid_order()
-    request = world.request("first")
-    await world.service.refund(world.bob, paid.id, request)
+    paid, other = await world.paid_order(), await world.paid_order()
+    key = world.key()
+    await world.service.refund(world.bob, paid.id, key)
 
     with pytest.raises(IdempotencyMismatchError):
-        await world.service.refund(world.bob, paid.id, IdempotentRequest(request.key, "second"))
+        await world.service.refund(world.bob, other.id, key)
+
+    assert world.orders.rows[other.id] == other
 
 
 async def test_refund_of_a_pending_order_fails_precondition(world: World) -> None:
     order = await world.order()
 
     with pytest.raises(FailedPreconditionError):
-        await world.service.refund(world.bob, order.id, world.request())
+        await world.service.refund(world.bob, order.id, world.key())
 
     assert world.orders.rows[order.id] == order
 
@@ -619,10 +674,10 @@ async def test_refund_by_payer_or_stranger_is_refused(
 ) -> None:
     paid = await world.paid_order()
     locks_before = world.locks.acquired.count(_lock_key(paid))
-    request = world.request() if key is None else IdempotentRequest(key, "fp")
+    key = world.key() if key is None else key
 
     with pytest.raises(error):
-        await world.service.refund(world.people[caller], paid.id, request)
+        await world.service.refund(world.people[caller], paid.id, key)
 
     assert world.orders.rows[paid.id] == paid
     assert (world.balance("alice"), world.balance("bob")) == (0, PRICE)
@@ -634,10 +689,10 @@ async def test_refund_when_the_payee_spent_the_money_lacks_funds(world: World) -
     onward = await world.service.create_order(
         world.bob, NewOrder(payee_id=world.carol.user_id, amount=PRICE, currency=EUR)
     )
-    await world.service.process_payment(world.bob, onward.id, world.request())
+    await world.service.process_payment(world.bob, onward.id, world.key())
 
     with pytest.raises(InsufficientFundsError):
-        await world.service.refund(world.bob, paid.id, world.request())
+        await world.service.refund(world.bob, paid.id, world.key())
 
     assert world.orders.rows[paid.id] == paid
     assert (world.balance("alice"), world.balance("bob"), world.balance("carol")) == (0, 0, PRICE)
@@ -647,8 +702,8 @@ async def test_refund_when_the_payee_spent_the_money_lacks_funds(world: World) -
 
 
 async def test_credit_puts_money_in_the_wallet(world: World) -> None:
-    credit = await world.service.credit(world.admin, world.bob.user_id, 700, EUR, world.request())
-    second = await world.service.credit(world.admin, world.bob.user_id, 300, EUR, world.request())
+    credit = await world.service.credit(world.admin, world.bob.user_id, 700, EUR, world.key())
+    second = await world.service.credit(world.admin, world.bob.user_id, 300, EUR, world.key())
 
     assert (credit.user_id, credit.money, credit.balance) == (
         world.bob.user_id,
@@ -664,14 +719,14 @@ async def test_credit_puts_money_in_the_wallet(world: World) -> None:
 
 async def test_credit_by_a_non_admin_is_denied(world: World) -> None:
     with pytest.raises(PermissionDeniedError):
-        await world.service.credit(world.alice, world.alice.user_id, 700, EUR, world.request())
+        await world.service.credit(world.alice, world.alice.user_id, 700, EUR, world.key())
 
     assert world.balance("alice") == 0
 
 
 async def test_credit_to_an_unknown_user_is_not_found(world: World) -> None:
     with pytest.raises(NotFoundError):
-        await world.service.credit(world.admin, uuid.uuid4(), 700, EUR, world.request())
+        await world.service.credit(world.admin, uuid.uuid4(), 700, EUR, world.key())
 
     assert world.ledger.journal == []
 
@@ -685,44 +740,40 @@ async def test_credit_invalid_money_is_rejected(
     world: World, amount: int, currency: str, fields: list[str]
 ) -> None:
     with pytest.raises(InvalidArgumentError) as caught:
-        await world.service.credit(
-            world.admin, world.bob.user_id, amount, currency, world.request()
-        )
+        await world.service.credit(world.admin, world.bob.user_id, amount, currency, world.key())
 
     assert [d.field for d in caught.value.details] == fields
     assert world.ledger.journal == []
 
 
 async def test_credit_replay_returns_the_same_credit_once(world: World) -> None:
-    request = world.request()
-    first = await world.service.credit(world.admin, world.bob.user_id, 700, EUR, request)
+    key = world.key()
+    first = await world.service.credit(world.admin, world.bob.user_id, 700, EUR, key)
 
-    again = await world.service.credit(world.admin, world.bob.user_id, 700, EUR, request)
+    again = await world.service.credit(world.admin, world.bob.user_id, 700, EUR, key)
 
     assert again == first
     assert world.balance("bob") == 700
     assert len(world.ledger.journal) == 2
-    assert await _lock_is_free(world, f"credit-lock-{world.admin.user_id}-{request.key}")
+    assert await _lock_is_free(world, f"credit-lock-{world.admin.user_id}-{key}")
 
 
 async def test_credit_replay_with_a_different_request_is_a_mismatch(world: World) -> None:
-    request = world.request("700 to bob")
-    await world.service.credit(world.admin, world.bob.user_id, 700, EUR, request)
+    key = world.key()
+    await world.service.credit(world.admin, world.bob.user_id, 700, EUR, key)
 
     with pytest.raises(IdempotencyMismatchError):
-        await world.service.credit(
-            world.admin, world.bob.user_id, 900, EUR, IdempotentRequest(request.key, "900 to bob")
-        )
+        await world.service.credit(world.admin, world.bob.user_id, 900, EUR, key)
 
     assert world.balance("bob") == 700
 
 
 async def test_credit_key_is_new_again_after_its_retention(world: World) -> None:
-    request = world.request()
-    await world.service.credit(world.admin, world.bob.user_id, 700, EUR, request)
+    key = world.key()
+    await world.service.credit(world.admin, world.bob.user_id, 700, EUR, key)
     world.clock.advance(SETTINGS.idempotency_retention.total_seconds())
 
-    again = await world.service.credit(world.admin, world.bob.user_id, 700, EUR, request)
+    again = await world.service.credit(world.admin, world.bob.user_id, 700, EUR, key)
 
     assert again.balance == 1_400
     assert world.balance("bob") == 1_400
@@ -771,7 +822,7 @@ async def test_entries_pages_return_each_entry_once_newest_first(world: World, l
         await world.fund("bob", amount)  # entries of someone else in between
     for _ in range(2):
         order = await world.order(amount=50)
-        await world.service.process_payment(world.alice, order.id, world.request())
+        await world.service.process_payment(world.alice, order.id, world.key())
     expected = [e for e in reversed(world.ledger.journal) if e.owner_id == world.alice.user_id]
     assert len(expected) == 5
 
@@ -804,17 +855,17 @@ async def test_entries_of_an_empty_wallet_is_one_empty_page(world: World) -> Non
 
 
 async def test_purge_removes_only_expired_keys(world: World) -> None:
-    old = world.request()
+    old = world.key()
     await world.service.credit(world.admin, world.bob.user_id, 100, EUR, old)
     world.clock.advance(3600)
-    young = world.request()
+    young = world.key()
     await world.service.credit(world.admin, world.bob.user_id, 100, EUR, young)
     world.clock.advance(SETTINGS.idempotency_retention.total_seconds() - 3600)
 
     purged = await world.service.purge_idempotency_keys()
 
     assert purged == 1
-    assert set(world.idempotency.rows) == {(world.admin.user_id, young.key)}
+    assert set(world.idempotency.rows) == {(world.admin.user_id, young)}
     assert await world.service.purge_idempotency_keys() == 0
 
 
@@ -941,7 +992,7 @@ async def test_settle_waits_for_a_release_that_outlived_its_cancelled_request(
         clock=world.clock,
         settings=SETTINGS,
     )
-    pay = asyncio.create_task(service.process_payment(world.alice, order.id, world.request()))
+    pay = asyncio.create_task(service.process_payment(world.alice, order.id, world.key()))
     await locks.release_started.wait()
     pay.cancel()
     with pytest.raises(asyncio.CancelledError):

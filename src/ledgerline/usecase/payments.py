@@ -24,6 +24,9 @@ from ledgerline.domain.errors import (
     PermissionDeniedError,
 )
 from ledgerline.domain.idempotency import (
+    ORDER_PAY,
+    ORDER_REFUND,
+    WALLET_CREDIT,
     IdempotencyRecord,
     IdempotentRequest,
     parse_idempotency_key,
@@ -123,25 +126,25 @@ class PaymentService:
             raise NotFoundError("order not found")
         return order
 
-    async def process_payment(
-        self, caller: Principal, order_id: OrderId, request: IdempotentRequest
-    ) -> Order:
-        """Moves the order's amount from payer to payee exactly once."""
-        return await self._order_transition(caller, order_id, request, TransferKind.PAYMENT)
+    async def process_payment(self, caller: Principal, order_id: OrderId, key: str) -> Order:
+        """Moves the order's amount from payer to payee exactly once per
+        idempotency ``key``."""
+        return await self._order_transition(caller, order_id, key, TransferKind.PAYMENT)
 
-    async def refund(
-        self, caller: Principal, order_id: OrderId, request: IdempotentRequest
-    ) -> Order:
-        """Moves a paid order's amount back from payee to payer exactly once."""
-        return await self._order_transition(caller, order_id, request, TransferKind.REFUND)
+    async def refund(self, caller: Principal, order_id: OrderId, key: str) -> Order:
+        """Moves a paid order's amount back from payee to payer exactly once
+        per idempotency ``key``."""
+        return await self._order_transition(caller, order_id, key, TransferKind.REFUND)
 
     async def _order_transition(
         self,
         caller: Principal,
         order_id: OrderId,
-        request: IdempotentRequest,
+        key: str,
         kind: TransferKind,
     ) -> Order:
+        operation = ORDER_PAY if kind is TransferKind.PAYMENT else ORDER_REFUND
+        request = IdempotentRequest.of(key, operation, caller.user_id, {"order_id": str(order_id)})
         # Who may act on an order never changes, so it is checked first, from
         # a plain read: a caller who may not act gets 403/404 whatever key
         # they send, and cannot take the order's lock from its payer.
@@ -170,7 +173,7 @@ class PaymentService:
                 )
                 await uow.ledger.apply(transfer)
                 await uow.orders.update(moved)
-                await self._remember(uow, caller, request, str(kind), moved.snapshot())
+                await self._remember(uow, caller, request, moved.snapshot())
                 await uow.commit()
                 return moved
         except _KeyTakenError:
@@ -199,11 +202,14 @@ class PaymentService:
         user_id: UserId,
         amount: int,
         currency: str,
-        request: IdempotentRequest,
+        key: str,
     ) -> Credit:
-        """An operator's top-up: the only way money enters the system."""
+        """An operator's top-up: the only way money enters the system, once
+        per idempotency ``key``."""
         self.authorize_credit(caller)
         money = Money.parse(amount, currency)
+        params = {"user_id": str(user_id), "amount": amount, "currency": currency}
+        request = IdempotentRequest.of(key, WALLET_CREDIT, caller.user_id, params)
         replayed = await self._replay(caller, request)
         if replayed is not None:
             return Credit.from_snapshot(replayed)
@@ -218,7 +224,7 @@ class PaymentService:
                 )
                 _, entry = await uow.ledger.apply(transfer)
                 credit = Credit(entry.id, user_id, money, entry.balance_after)
-                await self._remember(uow, caller, request, "credit", credit.snapshot())
+                await self._remember(uow, caller, request, credit.snapshot())
                 await uow.commit()
                 return credit
         except _KeyTakenError:
@@ -262,7 +268,7 @@ class PaymentService:
         record = await self._idempotency.get(caller.user_id, request.key, self._clock.now())
         if record is None:
             return None
-        if record.fingerprint != request.fingerprint:
+        if not request.matches(record):
             raise IdempotencyMismatchError("this Idempotency-Key was used with a different request")
         return record.result
 
@@ -271,7 +277,6 @@ class PaymentService:
         uow: UnitOfWork,
         caller: Principal,
         request: IdempotentRequest,
-        operation: str,
         result: dict[str, Any],
     ) -> None:
         now = self._clock.now()
@@ -279,7 +284,7 @@ class PaymentService:
             caller_id=caller.user_id,
             key=request.key,
             fingerprint=request.fingerprint,
-            operation=operation,
+            operation=request.operation,
             result=result,
             created_at=now,
             expires_at=now + self._settings.idempotency_retention,

@@ -8,7 +8,6 @@ import uuid
 
 from fastapi import APIRouter, Request, Response
 
-from ledgerline.delivery.http.idempotency import idempotent_request
 from ledgerline.delivery.http.routing import Authenticator, authenticated_route, caller, render
 from ledgerline.delivery.http.schemas import (
     ENTRIES_QUERY_PARAMETERS,
@@ -52,9 +51,9 @@ def payments_routers(payments: PaymentService, authenticate: Authenticator) -> l
         openapi_extra=_IDEMPOTENT,
     )
     async def credit(body: CreditRequest, request: Request) -> Response:
-        who = caller(request)
-        idempotency = idempotent_request(request, who, body.model_dump(mode="json"))
-        result = await payments.credit(who, body.user_id, body.amount, body.currency, idempotency)
+        result = await payments.credit(
+            caller(request), body.user_id, body.amount, body.currency, _key(request)
+        )
         return render(CreditResponse.of(result), 201)
 
     @router.get(
@@ -117,9 +116,8 @@ def payments_routers(payments: PaymentService, authenticate: Authenticator) -> l
         openapi_extra=_IDEMPOTENT,
     )
     async def pay(order_id: uuid.UUID, request: Request) -> Response:
-        who = caller(request)
-        idempotency = idempotent_request(request, who, {"order_id": str(order_id)})
-        return render(OrderResponse.of(await payments.process_payment(who, order_id, idempotency)))
+        paid = await payments.process_payment(caller(request), order_id, _key(request))
+        return render(OrderResponse.of(paid))
 
     @router.post(
         "/orders/{order_id}/refund",
@@ -130,11 +128,16 @@ def payments_routers(payments: PaymentService, authenticate: Authenticator) -> l
         openapi_extra=_IDEMPOTENT,
     )
     async def refund(order_id: uuid.UUID, request: Request) -> Response:
-        who = caller(request)
-        idempotency = idempotent_request(request, who, {"order_id": str(order_id)})
-        return render(OrderResponse.of(await payments.refund(who, order_id, idempotency)))
+        refunded = await payments.refund(caller(request), order_id, _key(request))
+        return render(OrderResponse.of(refunded))
 
     return [admin, router]
+
+
+def _key(request: Request) -> str:
+    """The Idempotency-Key as sent; the use case validates it after its own
+    permission checks, and fingerprints the request it came with."""
+    return request.headers.get("idempotency-key", "")
 
 
 _DECIMAL = re.compile(r"[0-9]{1,9}")
