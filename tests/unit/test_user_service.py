@@ -272,6 +272,45 @@ async def test_principal_from_a_garbage_token_is_unauthenticated(world: World) -
         world.service.principal_from_token("not-a-token")
 
 
+BEARER_VALUES = {
+    "canonical": "Bearer {token}",
+    "scheme-lower-case": "bearer {token}",
+    "scheme-upper-case": "BEARER {token}",
+    "spaces-around-the-token": "Bearer   {token}  ",
+}
+NOT_BEARER_VALUES = {
+    "empty": "",
+    "scheme-only": "Bearer",
+    "scheme-and-space": "Bearer ",
+    "token-without-scheme": "{token}",
+    "basic-scheme": "Basic {token}",
+    "garbage-token": "Bearer not-a-token",
+}
+
+
+@pytest.mark.parametrize("value", BEARER_VALUES.values(), ids=list(BEARER_VALUES))
+async def test_principal_from_a_bearer_value(world: World, value: str) -> None:
+    """The one way every transport authenticates: the HTTP header's value or
+    the gRPC metadata's."""
+    user = await _register(world, "alice@example.com")
+    token = world.tokens.issue(Principal(user.id, is_admin=False)).token
+
+    assert world.service.principal_from_bearer(value.format(token=token)) == Principal(
+        user.id, is_admin=False
+    )
+
+
+@pytest.mark.parametrize("value", NOT_BEARER_VALUES.values(), ids=list(NOT_BEARER_VALUES))
+async def test_a_value_that_is_not_a_bearer_token_is_unauthenticated(
+    world: World, value: str
+) -> None:
+    user = await _register(world, "alice@example.com")
+    token = world.tokens.issue(Principal(user.id, is_admin=False)).token
+
+    with pytest.raises(UnauthenticatedError):
+        world.service.principal_from_bearer(value.format(token=token))
+
+
 # --- get_by_email -------------------------------------------------------------
 
 GET_BY_EMAIL: dict[str, tuple[str, str, type[DomainError] | None]] = {

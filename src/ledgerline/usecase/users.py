@@ -89,6 +89,16 @@ class UserService:
     def principal_from_token(self, token: str) -> Principal:
         return self._tokens.verify(token)
 
+    def principal_from_bearer(self, authorization: str) -> Principal:
+        """The caller named by an ``authorization`` value ("Bearer <token>",
+        the scheme in any case), as the HTTP header and the gRPC metadata
+        both carry it. Every transport authenticates through this."""
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise UnauthenticatedError("missing bearer access token")
+        return self.principal_from_token(token)
+
     async def get_me(self, caller: Principal) -> User:
         user = await self._users.get_by_id(caller.user_id)
         if user is None:
