@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 UV     := $(PYTHON) -m uv
 
-.PHONY: install run test lint fmt lock bench clean
+.PHONY: install run test lint fmt lock bench clean proto proto-check
 
 $(BIN)/python:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
@@ -25,7 +25,7 @@ run: $(BIN)/ledgerline
 test: $(BIN)/ledgerline
 	$(BIN)/pytest
 
-lint: $(BIN)/ledgerline
+lint: $(BIN)/ledgerline proto-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -45,3 +45,30 @@ lock: $(BIN)/python
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# gRPC: the code generated from api/proto is committed (src/ledgerline/v1,
+# with typed stubs for grpc.aio); `make lint` fails when it is stale.
+PROTOS := $(sort $(wildcard api/proto/ledgerline/v1/*.proto))
+PROTOC  = $(BIN)/python -m grpc_tools.protoc -I api/proto \
+	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
+	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
+	--mypy_grpc_opt=only_async
+GENERATED_NOTE = '"""Generated from api/proto/ledgerline/v1 by `make proto`: do not edit."""'
+
+define generate_proto
+	rm -rf $(1)/ledgerline/v1 && mkdir -p $(1)/ledgerline/v1
+	$(PROTOC) --python_out=$(1) --grpc_python_out=$(1) --mypy_out=$(1) --mypy_grpc_out=$(1) \
+		$(PROTOS) >/dev/null
+	echo $(GENERATED_NOTE) > $(1)/ledgerline/v1/__init__.py
+endef
+
+proto: $(BIN)/ledgerline
+	$(call generate_proto,src)
+
+proto-check: $(BIN)/ledgerline
+	@rm -rf .proto-check
+	@$(call generate_proto,.proto-check)
+	@diff -r .proto-check/ledgerline/v1 src/ledgerline/v1 \
+		|| { echo "the generated gRPC code is stale: run make proto and commit it"; \
+		     rm -rf .proto-check; exit 1; }
+	@rm -rf .proto-check
