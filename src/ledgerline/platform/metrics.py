@@ -43,3 +43,33 @@ class HTTPMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class GRPCMetrics:
+    """Per method and status code; registered beside the HTTP metrics so
+    that one scrape of /metrics sees both transports of the process."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "ledgerline_grpc_requests_total",
+            "gRPC calls answered, by full method name and status code.",
+            ("method", "code"),
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "ledgerline_grpc_request_duration_seconds",
+            "gRPC call latency, by full method name and status code.",
+            ("method", "code"),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        key = (method, code)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(*key), self.latency.labels(*key))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
