@@ -74,6 +74,9 @@ async def _keep_session(_: asyncpg.Connection) -> None:
     else needs resetting on connections that never change session state."""
 
 
+CLIENT_CHECK_INTERVAL_MS = 500
+
+
 async def create_pool(
     database_url: str,
     *,
@@ -91,7 +94,16 @@ async def create_pool(
         max_size=max_size,
         command_timeout=command_timeout,
         reset=None if full_reset else _keep_session,
-        server_settings={"application_name": "ledgerline", "timezone": "UTC"},
+        server_settings={
+            "application_name": "ledgerline",
+            "timezone": "UTC",
+            # A connection terminated past its deadline closes its socket,
+            # but a backend blocked on a row lock would not notice until the
+            # lock is free: it would hold a server connection (and its
+            # place in the queue for the row) meanwhile. With this, the
+            # server checks for a lost client while it waits. PostgreSQL 14+.
+            "client_connection_check_interval": str(CLIENT_CHECK_INTERVAL_MS),
+        },
     )
 
 
