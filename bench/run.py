@@ -185,11 +185,19 @@ def run_wrk(
 # ---------------------------------------------------------------- processes
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free port, never one handed out before in this run (the kernel may
+    offer a just-closed port again: HTTP and gRPC must not share one)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def http_json(
@@ -326,6 +334,7 @@ def service_env(db_url: str, jwt_secret: str, data_dir: Path) -> dict[str, str]:
         LEDGERLINE_DATA_DIR=str(data_dir),
         # Default INFO: one access-log line per request, as in production.
         LEDGERLINE_LOG_LEVEL="INFO",
+        LEDGERLINE_GRPC_PORT=str(free_port()),
     )
     return env
 

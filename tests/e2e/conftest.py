@@ -18,26 +18,45 @@ LEDGERLINE = str(Path(sys.executable).with_name("ledgerline"))
 JWT_SECRET = "e2e-secret-that-is-long-enough-for-hs256-0123456789"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port free now, and never one this test process handed out before
+    (the kernel may offer a just-closed port again at once: two calls in a
+    row could otherwise name the same port for HTTP and gRPC)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+
+
+def free_ports(count: int) -> list[int]:
+    return [free_port() for _ in range(count)]
 
 
 def clean_env(**values: str) -> dict[str, str]:
-    """The test's environment without any LEDGERLINE_* the developer set."""
+    """The test's environment without any LEDGERLINE_* the developer set,
+    and a gRPC port of its own unless one is given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERLINE_")}
-    env.update({"LEDGERLINE_LOG_FORMAT": "json", **values})
+    env.update(
+        {"LEDGERLINE_LOG_FORMAT": "json", "LEDGERLINE_GRPC_PORT": str(free_port()), **values}
+    )
     return env
 
 
 class Service:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], port: int, log: Path, grpc_port: int
+    ) -> None:
         self.proc = proc
         self.port = port
         self.log = log
         self.base_url = f"http://127.0.0.1:{port}"
+        self.grpc_target = f"127.0.0.1:{grpc_port}"
 
     def wait_healthy(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -64,10 +83,11 @@ def start_service(tmp_path: Path) -> Iterator[object]:
 
     def start(*args: str, healthy: bool = True, **env: str) -> Service:
         """``healthy=False``: return as soon as the process runs."""
-        port = free_port()
+        port, grpc_port = free_ports(2)
         log = tmp_path / f"serve-{port}.log"
         environment = clean_env(
             LEDGERLINE_HTTP_PORT=str(port),
+            LEDGERLINE_GRPC_PORT=str(grpc_port),
             LEDGERLINE_DATA_DIR=str(tmp_path / "data"),
             **env,
         )
@@ -75,7 +95,7 @@ def start_service(tmp_path: Path) -> Iterator[object]:
             proc = subprocess.Popen(
                 [LEDGERLINE, "serve", *args], env=environment, stdout=out, stderr=out
             )
-        service = Service(proc, port, log)
+        service = Service(proc, port, log, int(environment["LEDGERLINE_GRPC_PORT"]))
         started.append(service)
         if healthy:
             service.wait_healthy()

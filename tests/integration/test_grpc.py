@@ -4,11 +4,13 @@ the error table, the envelope, and a key that crosses transports."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import asyncpg
 import grpc
 import httpx
 import pytest
@@ -423,3 +425,61 @@ async def test_every_answer_carries_a_request_id(stubs: Stubs) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
     assert dict(caught.value.trailing_metadata() or ())["x-request-id"] == "trace-7"
+
+
+async def test_a_client_deadline_ends_a_call_that_waits_on_a_locked_row(
+    stubs: Stubs, make_account: AccountFactory, core: Core, database_url: str
+) -> None:
+    """The order's row is held by another transaction: each pay waits on it
+    until the client's 50 ms deadline ends the call, the database work
+    with it. After 100 such calls nothing of them is left waiting, no
+    connection is leaked, and the order pays once the row is free."""
+    root = await make_account("root@example.com", admin=True)
+    alice = await make_account("alice@example.com")
+    bob = await make_account("bob@example.com")
+    a = bearer(alice.token)
+    await stubs.wallet.Credit(
+        wallet_pb2.CreditRequest(user_id=alice.id, amount=100, currency="EUR"),
+        metadata=(*bearer(root.token), ("idempotency-key", "top-up")),
+    )
+    order = (
+        await stubs.payments.CreateOrder(
+            payments_pb2.CreateOrderRequest(payee_id=bob.id, amount=100, currency="EUR"),
+            metadata=a,
+        )
+    ).order
+    pay = payments_pb2.PayOrderRequest(id=order.id)
+    locker = await asyncpg.connect(database_url)
+    try:
+        async with locker.transaction():
+            await locker.execute(
+                "SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", uuid.UUID(order.id)
+            )
+            for i in range(100):
+                metadata = (*a, ("idempotency-key", f"late-{i}"))
+                status, _, _ = await status_of(
+                    stubs.payments.PayOrder(pay, metadata=metadata, timeout=0.05)
+                )
+                assert status == grpc.StatusCode.DEADLINE_EXCEEDED, i
+        await _until_no_backend_waits_on_a_lock(locker)
+        backends = await locker.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        )
+    finally:
+        await locker.close()
+    settings = core.settings
+    assert backends <= 1 + 2 * settings.db_pool_max_size  # the locker, the two pools
+    paid = await stubs.payments.PayOrder(pay, metadata=(*a, ("idempotency-key", "on-time")))
+    assert paid.order.status == payments_pb2.ORDER_STATUS_PAID
+
+
+async def _until_no_backend_waits_on_a_lock(conn: asyncpg.Connection) -> None:
+    for _ in range(100):
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        if waiting == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("a cut call's query still waits on the row lock")

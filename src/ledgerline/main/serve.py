@@ -15,7 +15,13 @@ import sys
 import uvloop
 from starlette.types import ASGIApp
 
-from ledgerline.config import Settings
+from ledgerline.config import ConfigError, Settings
+from ledgerline.delivery.grpc.server import (
+    GRPCDependencies,
+    GRPCServer,
+    PortInUseError,
+    reserve_port,
+)
 from ledgerline.delivery.http.app import HTTPDependencies, create_http_app
 from ledgerline.delivery.http.protocol import ConnectionLimits
 from ledgerline.delivery.http.server import HTTPServer, bind_socket
@@ -23,7 +29,7 @@ from ledgerline.main.core import REFUSED_CONFIGURATION, STARTUP_ERRORS, Core
 from ledgerline.main.runtime import Runtime, prepare_runtime
 from ledgerline.platform.limits import raise_open_file_limit
 from ledgerline.platform.logging import configure_logging, get_logger
-from ledgerline.platform.metrics import HTTPMetrics
+from ledgerline.platform.metrics import GRPCMetrics, HTTPMetrics
 from ledgerline.platform.periodic import Periodic
 from ledgerline.platform.supervisor import (
     EXIT_CONFIG,
@@ -37,10 +43,19 @@ GC_YOUNG_THRESHOLD = 10_000  # allocations between young-generation collections
 
 
 def serve(settings: Settings, processes: int) -> int:
-    """Resolve the runtime once, bind the port once, then serve in this
-    process or in ``processes`` processes sharing the socket."""
+    """Resolve the runtime once, bind the HTTP port and claim the gRPC port
+    once, then serve in this process or in ``processes`` processes sharing
+    both."""
     raise_open_file_limit(settings.http_max_connections)  # children inherit it
-    runtime = prepare_runtime(settings, run_migrations=False)
+    try:
+        grpc_guard = reserve_port(settings.http_host, settings.grpc_port)
+    except PortInUseError as exc:
+        raise ConfigError(str(exc)) from exc
+    try:
+        runtime = prepare_runtime(settings, run_migrations=False)
+    except BaseException:
+        grpc_guard.close()
+        raise
     try:
         sock = bind_socket(settings.http_host, settings.http_port)
         try:
@@ -53,6 +68,7 @@ def serve(settings: Settings, processes: int) -> int:
         finally:
             sock.close()
     finally:
+        grpc_guard.close()
         runtime.close()
 
 
@@ -74,17 +90,35 @@ def run_serving_process(
         return runner.run(_serve(core, sock))
 
 
-def http_app(core: Core) -> ASGIApp:
+def http_app(core: Core, metrics: HTTPMetrics | None = None) -> ASGIApp:
     """The REST API over a started core."""
     return create_http_app(
         HTTPDependencies(
             users=core.users,
             payments=core.payments,
             readiness=core.readiness,
-            metrics=HTTPMetrics(),
+            metrics=metrics or HTTPMetrics(),
             logger=get_logger("ledgerline.http"),
             request_timeout=core.settings.request_timeout_seconds,
         )
+    )
+
+
+def grpc_server(core: Core, metrics: HTTPMetrics) -> GRPCServer:
+    """The gRPC API over a started core, its metrics in the same registry as
+    the REST API's (one scrape of /metrics sees both)."""
+    settings = core.settings
+    host = settings.http_host
+    address = f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
+    return GRPCServer(
+        GRPCDependencies(
+            users=core.users,
+            payments=core.payments,
+            metrics=GRPCMetrics(metrics.registry),
+            logger=get_logger("ledgerline.grpc"),
+            request_timeout=settings.request_timeout_seconds,
+        ),
+        address,
     )
 
 
@@ -147,9 +181,11 @@ async def _serve(core: Core, sock: socket.socket) -> int:
         await core.stop()
         return EXIT_UNAVAILABLE
     jobs = upkeep_jobs(core)
+    metrics = HTTPMetrics()
+    rpc = grpc_server(core, metrics)
     try:
         server = HTTPServer(
-            http_app(core),
+            http_app(core, metrics),
             sock,
             readiness=core.readiness,
             shutdown_timeout=settings.shutdown_timeout_seconds,
@@ -159,14 +195,23 @@ async def _serve(core: Core, sock: socket.socket) -> int:
         for job in jobs:
             job.start()
         _tune_collector()
+        await rpc.start()
         await server.start()
         stopped = asyncio.create_task(stop.wait())
         serving = asyncio.create_task(server.wait())
         await asyncio.wait({stopped, serving}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         log.info("shutting down", deadline_seconds=settings.shutdown_timeout_seconds)
-        await server.shutdown()
+        # One coordinator for both: readiness and gRPC health turn at once,
+        # both listeners drain, and both get the one shutdown deadline.
+        await asyncio.gather(
+            server.shutdown(),
+            rpc.shutdown(
+                drain=settings.shutdown_drain_seconds, grace=settings.shutdown_timeout_seconds
+            ),
+        )
     finally:
+        await rpc.stop()
         for job in jobs:
             await job.stop()
         await core.stop()

@@ -4,6 +4,8 @@ on grpc.aio in the process's own event loop."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from dataclasses import dataclass
 
 import grpc
@@ -32,6 +34,20 @@ SERVICE_NAMES = (
     payments_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name,
 )
 MAX_MESSAGE_BYTES = 64 * 1024  # as REST's body limit: no message here needs more
+MAX_SEND_BYTES = 4 * 1024 * 1024  # a page of 100 ledger entries is about 20 KiB
+# More calls at once than this in one process are refused RESOURCE_EXHAUSTED
+# at once rather than queued behind a pool of 10 connections.
+MAX_CONCURRENT_RPCS = 1024
+# A client channel is asked to reconnect after this long (plus a grace for
+# its calls), so long-lived channels spread over the processes sharing the
+# port, as new processes start.
+MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
+MAX_CONNECTION_AGE_GRACE_MS = 30 * 1000
+# Dead peers are found by pings on idle connections; clients may ping too,
+# but not more often than every 10 s.
+KEEPALIVE_TIME_MS = 60 * 1000
+KEEPALIVE_TIMEOUT_MS = 20 * 1000
+MIN_CLIENT_PING_INTERVAL_MS = 10 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +73,16 @@ class GRPCServer:
             ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", 4 * 1024 * 1024),
+                ("grpc.max_send_message_length", MAX_SEND_BYTES),
+                ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+                ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
+                ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+                ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+                ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.so_reuseport", 1),  # the processes of --workers share the port
             ],
+            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         )
         users_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(deps.users), self._server)
         wallet_pb2_grpc.add_WalletServiceServicer_to_server(
@@ -88,7 +112,49 @@ class GRPCServer:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._log.info("grpc server listening", address=self._address, port=self.port)
 
-    async def shutdown(self, grace: float) -> None:
-        """NOT_SERVING at once, then calls in flight get ``grace`` seconds."""
+    async def shutdown(self, grace: float, drain: float = 0.0) -> None:
+        """NOT_SERVING at once; after ``drain`` seconds (new calls are still
+        served meanwhile, as REST's drain) the listener closes and calls in
+        flight get ``grace`` seconds before they are cancelled."""
         await self._health.enter_graceful_shutdown()
+        if drain:
+            await asyncio.sleep(drain)
         await self._server.stop(grace)
+
+    async def stop(self) -> None:
+        """Stops at once, cancelling what still runs (start-up failed, or the
+        shutdown itself was interrupted). Harmless after shutdown."""
+        await self._server.stop(None)
+
+
+class PortInUseError(Exception):
+    """Something else holds the gRPC port."""
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """Claims the gRPC port for this service's processes. gRPC binds with
+    SO_REUSEPORT, which would silently share the port with a stale or
+    foreign process already on it; so first a bind that does not share
+    (SO_REUSEADDR only, so connections in TIME_WAIT do not count) must
+    succeed, then a socket bound with SO_REUSEPORT alone (not listening:
+    no connection reaches it) holds the port until the caller closes it.
+    The serving processes' gRPC servers join it; another ``serve``'s probe
+    fails on it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(
+                f"the gRPC port {host}:{port} is in use by another process "
+                "(a ledgerline serve still running?): stop it, or set LEDGERLINE_GRPC_PORT"
+            ) from exc
+    guard = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        guard.bind((host, port))
+    except OSError as exc:
+        guard.close()
+        raise PortInUseError(f"the gRPC port {host}:{port} was taken meanwhile") from exc
+    return guard
