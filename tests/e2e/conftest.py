@@ -49,9 +49,7 @@ def clean_env(**values: str) -> dict[str, str]:
 
 
 class Service:
-    def __init__(
-        self, proc: subprocess.Popen[bytes], port: int, log: Path, grpc_port: int
-    ) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path, grpc_port: int) -> None:
         self.proc = proc
         self.port = port
         self.log = log
