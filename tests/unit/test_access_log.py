@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 import ledgerline.platform.logging as ledgerline_logging
-from ledgerline.platform.logging import access_log, configure_logging, get_logger
+from ledgerline.platform.logging import access_log, call_log, configure_logging, get_logger
 
 FIELDS = {
     "method": "GET",
@@ -90,3 +90,26 @@ def test_console_lines_go_through_structlog() -> None:
     assert "request" in text
     assert "r-7" in text
     assert "/healthz" in text
+
+
+def test_a_grpc_call_line_has_the_keys_and_values_structlog_gives() -> None:
+    out = io.StringIO()
+    configure_logging("INFO", "json", out)
+    method = "/ledgerline.v1.UserService/GetMe"
+    structlog.contextvars.bind_contextvars(request_id="r-9")
+    try:
+        get_logger("ledgerline.grpc").info("rpc", method=method, code="OK", duration_ms=0.75)
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    call_log("ledgerline.grpc")(method, "OK", 0.75, "r-9")
+    structured, direct = (json.loads(line) for line in out.getvalue().splitlines())
+    assert structured.pop("timestamp")[:16] == direct.pop("timestamp")[:16]
+    assert direct == structured
+    assert list(direct) == list(structured)
+
+
+def test_no_grpc_call_line_above_info() -> None:
+    out = io.StringIO()
+    configure_logging("WARNING", "json", out)
+    call_log("ledgerline.grpc")("/x/Y", "OK", 0.1, "r-1")
+    assert out.getvalue() == ""

@@ -20,7 +20,7 @@ from ledgerline.delivery.error_table import mapping_for
 from ledgerline.delivery.grpc.calls import metadata_value, reset_caller, set_caller
 from ledgerline.domain.errors import DomainError
 from ledgerline.platform.deadline import within
-from ledgerline.platform.logging import Logger
+from ledgerline.platform.logging import Logger, call_log
 from ledgerline.platform.metrics import GRPCMetrics
 from ledgerline.usecase.users import UserService
 
@@ -52,6 +52,7 @@ class CallEnvelope(grpc.aio.ServerInterceptor):
         self._users = users
         self._metrics = metrics
         self._log = logger
+        self._call_log = call_log("ledgerline.grpc")
         self._timeout = request_timeout
 
     async def intercept_service(
@@ -106,12 +107,7 @@ class CallEnvelope(grpc.aio.ServerInterceptor):
                     reset_caller(caller_token)
                 elapsed = time.perf_counter() - started
                 self._metrics.observe(method, status.name, elapsed)
-                self._log.info(
-                    "rpc",
-                    method=method,
-                    code=status.name,
-                    duration_ms=round(elapsed * 1000, 2),
-                )
+                self._call_log(method, status.name, round(elapsed * 1000, 2), request_id)
                 structlog.contextvars.unbind_contextvars("request_id")
 
         return call
