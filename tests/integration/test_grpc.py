@@ -50,6 +50,7 @@ async def grpc_serving(core: Core) -> AsyncIterator[Stubs]:
         GRPCDependencies(
             users=core.users,
             payments=core.payments,
+            readiness=core.readiness,
             metrics=GRPCMetrics(HTTPMetrics().registry),
             logger=get_logger("ledgerline.grpc"),
             request_timeout=core.settings.request_timeout_seconds,
@@ -483,3 +484,35 @@ async def _until_no_backend_waits_on_a_lock(conn: asyncpg.Connection) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("a cut call's query still waits on the row lock")
+
+
+async def test_health_follows_readiness(stubs: Stubs, core: Core) -> None:
+    """A dependency that stops answering turns health NOT_SERVING, as it
+    turns /readyz 503; when it answers again, SERVING again."""
+    health = health_pb2_grpc.HealthStub(stubs.channel)
+    request = health_pb2.HealthCheckRequest(service="ledgerline.v1.PaymentService")
+    probes = core.readiness._probes
+    working = probes["database"]
+
+    async def down() -> None:
+        raise OSError("the database does not answer")
+
+    async def status_within(seconds: float, wanted: int) -> int:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            status: int = (await health.Check(request)).status  # type: ignore[attr-defined]
+            if status == wanted or loop.time() > deadline:
+                return status
+            await asyncio.sleep(0.1)
+
+    probes["database"] = down
+    try:
+        assert await status_within(5, health_pb2.HealthCheckResponse.NOT_SERVING) == (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+    finally:
+        probes["database"] = working
+    assert await status_within(5, health_pb2.HealthCheckResponse.SERVING) == (
+        health_pb2.HealthCheckResponse.SERVING
+    )

@@ -114,6 +114,7 @@ def grpc_server(core: Core, metrics: HTTPMetrics) -> GRPCServer:
         GRPCDependencies(
             users=core.users,
             payments=core.payments,
+            readiness=core.readiness,
             metrics=GRPCMetrics(metrics.registry),
             logger=get_logger("ledgerline.grpc"),
             request_timeout=settings.request_timeout_seconds,

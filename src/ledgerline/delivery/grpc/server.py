@@ -5,6 +5,7 @@ on grpc.aio in the process's own event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ledgerline.delivery.grpc.interceptor import CallEnvelope
 from ledgerline.delivery.grpc.servicers import PaymentServicer, UserServicer, WalletServicer
+from ledgerline.platform.health import Readiness
 from ledgerline.platform.logging import Logger, get_logger
 from ledgerline.platform.metrics import GRPCMetrics
 from ledgerline.usecase.payments import PaymentService
@@ -50,10 +52,15 @@ KEEPALIVE_TIMEOUT_MS = 20 * 1000
 MIN_CLIENT_PING_INTERVAL_MS = 10 * 1000
 
 
+# How often gRPC health asks the dependencies (as /readyz does per request).
+HEALTH_INTERVAL_SECONDS = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class GRPCDependencies:
     users: UserService
     payments: PaymentService
+    readiness: Readiness
     metrics: GRPCMetrics
     logger: Logger
     request_timeout: float
@@ -102,20 +109,55 @@ class GRPCServer:
             self._server,
         )
         self._address = address
+        self._readiness = deps.readiness
+        self._watch: asyncio.Task[None] | None = None
         self.port = 0
         self._log = get_logger("ledgerline.grpc.server")
 
     async def start(self) -> None:
         self.port = self._server.add_insecure_port(self._address)
         await self._server.start()
-        for name in ("", *SERVICE_NAMES):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(await self._ready())
+        self._watch = asyncio.create_task(self._follow_readiness(), name="grpc-health")
         self._log.info("grpc server listening", address=self._address, port=self.port)
 
+    async def _ready(self) -> bool:
+        """What /readyz says: every dependency answers, and no shutdown."""
+        if self._readiness.shutting_down:
+            return False
+        checks = await self._readiness.check()
+        return not self._readiness.shutting_down and all(v == "ok" for v in checks.values())
+
+    async def _set_health(self, ready: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, status)
+
+    async def _follow_readiness(self) -> None:
+        ready = True
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL_SECONDS)
+            now = await self._ready()
+            if now != ready:
+                await self._set_health(now)
+                ready = now
+
+    async def _stop_following(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+
     async def shutdown(self, grace: float, drain: float = 0.0) -> None:
-        """NOT_SERVING at once; after ``drain`` seconds (new calls are still
-        served meanwhile, as REST's drain) the listener closes and calls in
-        flight get ``grace`` seconds before they are cancelled."""
+        """NOT_SERVING at once, for good; after ``drain`` seconds (new calls
+        are still served meanwhile, as REST's drain) the listener closes and
+        calls in flight get ``grace`` seconds before they are cancelled."""
+        await self._stop_following()
         await self._health.enter_graceful_shutdown()
         if drain:
             await asyncio.sleep(drain)
@@ -124,6 +166,7 @@ class GRPCServer:
     async def stop(self) -> None:
         """Stops at once, cancelling what still runs (start-up failed, or the
         shutdown itself was interrupted). Harmless after shutdown."""
+        await self._stop_following()
         await self._server.stop(None)
 
 
