@@ -58,28 +58,25 @@ class IdempotentRequest:
     key: str
     operation: str
     fingerprint: str
-    earlier_fingerprint: str
+    caller: UserId
+    params: Mapping[str, object]
 
     @classmethod
     def of(
         cls, key: str, operation: str, caller: UserId, params: Mapping[str, object]
     ) -> IdempotentRequest:
         """``params``: the parsed parameters, JSON-ready (str, int, None)."""
-        _, route = _EARLIER[operation]
-        return cls(
-            key,
-            operation,
-            _fingerprint(operation, caller, params),
-            _fingerprint(route, caller, params),
-        )
+        return cls(key, operation, _fingerprint(operation, caller, params), caller, params)
 
     def matches(self, record: IdempotencyRecord) -> bool:
         """Whether ``record`` was stored by this same request."""
         if record.operation == self.operation:
             return record.fingerprint == self.fingerprint
-        earlier_operation, _ = _EARLIER[self.operation]
+        # Hashed again the previous release's way only for such a record:
+        # a pay does not pay for the compatibility.
+        earlier_operation, route = _EARLIER[self.operation]
         return record.operation == earlier_operation and (
-            record.fingerprint == self.earlier_fingerprint
+            record.fingerprint == _fingerprint(route, self.caller, self.params)
         )
 
 
