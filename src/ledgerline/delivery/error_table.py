@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+# All a client learns of a failure nobody meant (API.md: every 5xx, and
+# gRPC's INTERNAL, says only this).
+INTERNAL_MESSAGE = "internal server error"
+
 
 class ErrorMapping(NamedTuple):
     http_status: int

@@ -7,8 +7,6 @@ through untouched."""
 from __future__ import annotations
 
 import asyncio
-import random
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
@@ -16,8 +14,9 @@ from typing import Any, TypeAlias
 import grpc
 import structlog
 
-from ledgerline.delivery.error_table import mapping_for
+from ledgerline.delivery.error_table import INTERNAL_MESSAGE, mapping_for
 from ledgerline.delivery.grpc.calls import metadata_value, reset_caller, set_caller
+from ledgerline.delivery.request_id import VALID_REQUEST_ID, new_request_id
 from ledgerline.domain.errors import DomainError
 from ledgerline.platform.deadline import within
 from ledgerline.platform.logging import Logger, call_log
@@ -31,8 +30,6 @@ PUBLIC_METHODS = frozenset(
 )
 REQUEST_ID = "x-request-id"
 ERROR_CODE = "error-code"  # trailing metadata: API.md's stable code
-INTERNAL_MESSAGE = "internal server error"
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Behavior = Callable[[Any, Context], Awaitable[Any]]
@@ -138,6 +135,6 @@ def _status_of(context: Context) -> grpc.StatusCode:
 
 def _request_id(context: Context) -> str:
     incoming = metadata_value(context, REQUEST_ID)
-    if incoming and _VALID_REQUEST_ID.match(incoming):
+    if incoming and VALID_REQUEST_ID.match(incoming):
         return incoming
-    return f"{random.getrandbits(128):032x}"
+    return new_request_id()

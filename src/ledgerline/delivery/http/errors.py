@@ -15,10 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Send
 
-from ledgerline.delivery.error_table import HTTP_ONLY_CODES, mapping_for
+from ledgerline.delivery.error_table import HTTP_ONLY_CODES, INTERNAL_MESSAGE, mapping_for
 from ledgerline.domain.errors import DomainError, FieldViolation
-
-INTERNAL_MESSAGE = "internal server error"
 
 
 class BodyTooLargeError(StarletteHTTPException):

@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import re
 import time
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ledgerline.delivery.error_table import INTERNAL_MESSAGE
 from ledgerline.delivery.http.errors import BodyTooLargeError, send_error
+from ledgerline.delivery.request_id import REQUEST_ID_PATTERN, new_request_id
 from ledgerline.platform.deadline import within
 from ledgerline.platform.logging import AccessLog, Logger
 from ledgerline.platform.metrics import HTTPMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
-_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+_VALID_REQUEST_ID = re.compile(REQUEST_ID_PATTERN.encode())  # raw header bytes
 
 
 class RequestEnvelope:
@@ -98,7 +99,7 @@ class RequestEnvelope:
             # The framework has already answered 500 if it could; log once here.
             self._log.exception("unhandled error", method=scope["method"], path=scope["path"])
             if not response_started:
-                await send_error(send_with_id, 500, "internal", "internal server error")
+                await send_error(send_with_id, 500, "internal", INTERNAL_MESSAGE)
         finally:
             elapsed = time.perf_counter() - started_at
             route = scope.get("route")
@@ -119,9 +120,7 @@ def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER and _VALID_REQUEST_ID.match(value):
             return str(value.decode())
-    # Unique, not secret: 128 random bits without a system call per request
-    # (each worker's generator is seeded from the OS when it starts).
-    return f"{random.getrandbits(128):032x}"
+    return new_request_id()
 
 
 def _declared_length(scope: Scope) -> int:
