@@ -17,11 +17,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from ledgerline.delivery.grpc.server import GRPCDependencies, GRPCServer
 from ledgerline.main.core import Core, Overrides
 from ledgerline.main.runtime import Runtime
-from ledgerline.platform.logging import get_logger
-from ledgerline.platform.metrics import GRPCMetrics, HTTPMetrics
+from ledgerline.main.serve import grpc_server
+from ledgerline.platform.metrics import HTTPMetrics
 from ledgerline.v1 import (
     payments_pb2,
     payments_pb2_grpc,
@@ -46,17 +45,7 @@ class Stubs:
 
 @contextlib.asynccontextmanager
 async def grpc_serving(core: Core) -> AsyncIterator[Stubs]:
-    server = GRPCServer(
-        GRPCDependencies(
-            users=core.users,
-            payments=core.payments,
-            readiness=core.readiness,
-            metrics=GRPCMetrics(HTTPMetrics().registry),
-            logger=get_logger("ledgerline.grpc"),
-            request_timeout=core.settings.request_timeout_seconds,
-        ),
-        "127.0.0.1:0",
-    )
+    server = grpc_server(core, HTTPMetrics(), "127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

@@ -104,12 +104,14 @@ def http_app(core: Core, metrics: HTTPMetrics | None = None) -> ASGIApp:
     )
 
 
-def grpc_server(core: Core, metrics: HTTPMetrics) -> GRPCServer:
+def grpc_server(core: Core, metrics: HTTPMetrics, address: str | None = None) -> GRPCServer:
     """The gRPC API over a started core, its metrics in the same registry as
-    the REST API's (one scrape of /metrics sees both)."""
+    the REST API's (one scrape of /metrics sees both). ``address`` defaults
+    to the configured host and gRPC port."""
     settings = core.settings
-    host = settings.http_host
-    address = f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
+    if address is None:
+        host, port = settings.http_host, settings.grpc_port
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return GRPCServer(
         GRPCDependencies(
             users=core.users,
