@@ -17,14 +17,12 @@ import asyncio
 import json
 import os
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,22 +78,8 @@ async def _answers(target: str, token: str) -> bool:
 def baseline(port: int, env: dict[str, str]) -> Iterator[str]:
     target = f"127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "bench.grpc_baseline", "--port", str(port), "--workers", "2"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not asyncio.run(_answers(target, "")):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the bare gRPC server did not come up")
-            time.sleep(0.2)
+    with running(cmd, env, subprocess.DEVNULL, lambda: asyncio.run(_answers(target, ""))):
         yield target
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def main() -> int:

@@ -35,7 +35,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,23 +223,37 @@ def _json_or_text(raw: bytes) -> Any:
         return raw.decode(errors="replace")
 
 
-def wait_until_up(proc: subprocess.Popen[bytes], url: str, deadline_s: float = 60.0) -> None:
+def wait_until_up(
+    proc: subprocess.Popen[bytes], probe: str | Callable[[], bool], deadline_s: float = 60.0
+) -> None:
+    """``probe``: a URL (any HTTP answer, even 401/404, means the server is
+    listening), or a function that says whether the server answers."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before serving {url}")
-        try:
-            # Any HTTP answer (even 401/404) means the server is listening.
-            http_json("GET", url)
+            raise RuntimeError(f"process exited with {proc.returncode} before serving {probe}")
+        if _answers(probe):
             return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up within {deadline_s}s")
+        time.sleep(0.2)
+    raise RuntimeError(f"{probe} did not come up within {deadline_s}s")
+
+
+def _answers(probe: str | Callable[[], bool]) -> bool:
+    if callable(probe):
+        return probe()
+    try:
+        http_json("GET", probe)
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return False
+    return True
 
 
 @contextmanager
 def running(
-    cmd: Sequence[str], env: dict[str, str], stderr: IO[bytes] | int, probe_url: str
+    cmd: Sequence[str],
+    env: dict[str, str],
+    stderr: IO[bytes] | int,
+    probe_url: str | Callable[[], bool],
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Starts a server in its own process group and always stops it: SIGTERM
     to the process, then SIGKILL to its group if it has not exited in 30s."""
