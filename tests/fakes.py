@@ -26,9 +26,10 @@ from ledgerline.domain.errors import (
     InsufficientFundsError,
     InvalidArgumentError,
 )
+from ledgerline.domain.events import DomainEvent
 from ledgerline.domain.idempotency import IdempotencyRecord
 from ledgerline.domain.ledger import Balance, EntryPage, LedgerEntry, Transfer, TransferKind
-from ledgerline.domain.order import Order, OrderId
+from ledgerline.domain.order import Order, OrderId, OrderStatus
 from ledgerline.domain.user import Email, User, UserId
 
 
@@ -107,6 +108,14 @@ class InMemoryOrders:
         # Like UPDATE ... WHERE id = $1: a missing row changes nothing.
         if order.id in self.rows:
             self.rows[order.id] = order
+
+    async def lock_pending_created_before(self, cutoff: datetime, limit: int) -> list[Order]:
+        due = [
+            o
+            for o in self.rows.values()
+            if o.status is OrderStatus.PENDING and o.created_at < cutoff
+        ]
+        return sorted(due, key=lambda o: o.created_at)[:limit]
 
     def copy(self) -> InMemoryOrders:
         return InMemoryOrders(dict(self.rows))
@@ -251,6 +260,27 @@ class InMemoryIdempotency:
         self.rows = other.rows
 
 
+@dataclass
+class InMemoryOutbox:
+    """The events recorded, in commit order, with their aggregate's numbers."""
+
+    events: list[tuple[DomainEvent, int]] = field(default_factory=list)
+
+    async def add(self, event: DomainEvent) -> None:
+        aggregate = (event.AGGREGATE, event.aggregate_id)
+        version = 1 + sum(1 for e, _ in self.events if (e.AGGREGATE, e.aggregate_id) == aggregate)
+        self.events.append((event, version))
+
+    def of_type(self, event_type: type[DomainEvent]) -> list[DomainEvent]:
+        return [e for e, _ in self.events if isinstance(e, event_type)]
+
+    def copy(self) -> InMemoryOutbox:
+        return InMemoryOutbox(list(self.events))
+
+    def adopt(self, other: InMemoryOutbox) -> None:
+        self.events = other.events
+
+
 class InMemoryLease:
     def __init__(self, locks: InMemoryLocks, key: str, token: int) -> None:
         self._locks = locks
@@ -319,6 +349,7 @@ class InMemoryUnitOfWork:
         self._orders = InMemoryOrders()
         self._ledger = InMemoryLedger()
         self._idempotency = InMemoryIdempotency()
+        self._outbox = InMemoryOutbox()
         self._began_at_version = -1
         self.committed = False
 
@@ -338,12 +369,17 @@ class InMemoryUnitOfWork:
     def idempotency(self) -> InMemoryIdempotency:
         return self._idempotency
 
+    @property
+    def outbox(self) -> InMemoryOutbox:
+        return self._outbox
+
     async def __aenter__(self) -> Self:
         factory = self._factory
         self._users = factory.store.copy()
         self._orders = factory.orders.copy()
         self._ledger = factory.ledger.copy()
         self._idempotency = factory.idempotency.copy()
+        self._outbox = factory.outbox.copy()
         self._began_at_version = factory.version
         return self
 
@@ -364,6 +400,7 @@ class InMemoryUnitOfWork:
         factory.orders.adopt(self._orders.copy())
         factory.ledger.adopt(self._ledger.copy())
         factory.idempotency.adopt(self._idempotency.copy())
+        factory.outbox.adopt(self._outbox.copy())
         factory.version += 1
         self._began_at_version = factory.version
         self.committed = True
@@ -385,6 +422,7 @@ class InMemoryUnitOfWorkFactory:
         self.orders = orders if orders is not None else InMemoryOrders()
         self.ledger = ledger if ledger is not None else InMemoryLedger()
         self.idempotency = idempotency if idempotency is not None else InMemoryIdempotency()
+        self.outbox = InMemoryOutbox()
         self.version = 0
         self.opened: list[InMemoryUnitOfWork] = []
 

@@ -25,11 +25,13 @@ from ledgerline.domain.errors import (
     PaymentInProgressError,
     PermissionDeniedError,
 )
+from ledgerline.domain.events import OrderExpired, OrderPaid, WalletCredited
 from ledgerline.domain.idempotency import ORDER_PAY, IdempotentRequest
 from ledgerline.domain.ledger import Balance, LedgerEntry, Transfer, TransferKind
 from ledgerline.domain.money import Money
 from ledgerline.domain.order import Order, OrderStatus
 from ledgerline.domain.user import Email, Principal, User
+from ledgerline.usecase.expiry import OrderExpiry
 from ledgerline.usecase.payments import NewOrder, PaymentService, PaymentSettings
 from tests.fakes import (
     FakeClock,
@@ -1005,3 +1007,98 @@ async def test_settle_waits_for_a_release_that_outlived_its_cancelled_request(
     locks.gate.set()
     await settling
     assert _lock_key(order) not in world.locks.held
+
+
+# --- events -----------------------------------------------------------------------
+
+
+async def test_each_change_records_its_event_numbered_within_its_aggregate(world: World) -> None:
+    await world.fund("alice", PRICE)
+    order = await world.order()
+    paid = await world.service.process_payment(world.alice, order.id, world.key())
+    await world.service.refund(world.bob, order.id, world.key())
+
+    recorded = [(e.TYPE, e.AGGREGATE, e.aggregate_id, v) for e, v in world.uow.outbox.events]
+    alice = world.alice.user_id
+    assert recorded == [
+        ("wallet.credited", "wallet", alice, 1),
+        ("order.created", "order", order.id, 1),
+        ("order.paid", "order", order.id, 2),
+        ("order.refunded", "order", order.id, 3),
+    ]
+    [credited] = world.uow.outbox.of_type(WalletCredited)
+    assert credited.data() == {
+        "user_id": str(alice),
+        "entry_id": credited.data()["entry_id"],
+        "amount": PRICE,
+        "currency": EUR,
+        "balance": PRICE,
+    }
+    [paid_event] = world.uow.outbox.of_type(OrderPaid)
+    [transfer_id] = {e.transfer_id for e in world.ledger.journal if e.kind is TransferKind.PAYMENT}
+    assert paid_event.data() == {
+        "order_id": str(order.id),
+        "payer_id": str(alice),
+        "payee_id": str(world.bob.user_id),
+        "amount": PRICE,
+        "currency": EUR,
+        "transfer_id": str(transfer_id),
+    }
+    assert paid_event.occurred_at == paid.paid_at
+
+
+async def test_a_refused_or_replayed_payment_records_no_event(world: World) -> None:
+    order = await world.order()
+    with pytest.raises(InsufficientFundsError):
+        await world.service.process_payment(world.alice, order.id, world.key())
+    await world.fund("alice", PRICE)
+    key = world.key()
+    await world.service.process_payment(world.alice, order.id, key)
+    await world.service.process_payment(world.alice, order.id, key)  # a replay
+    with pytest.raises(FailedPreconditionError):
+        await world.service.process_payment(world.alice, order.id, world.key())
+
+    types = [e.TYPE for e, _ in world.uow.outbox.events]
+    assert types == ["order.created", "wallet.credited", "order.paid"]
+
+
+# --- expiry -----------------------------------------------------------------------
+
+
+def _expiry(world: World, ttl: timedelta = timedelta(hours=24)) -> OrderExpiry:
+    return OrderExpiry(uow=world.uow, clock=world.clock, ttl=ttl)
+
+
+async def test_expiry_expires_pending_orders_past_their_ttl_once_with_their_event(
+    world: World,
+) -> None:
+    await world.fund("alice", PRICE)
+    old = await world.order()
+    paid_old = await world.order()
+    await world.service.process_payment(world.alice, paid_old.id, world.key())
+    world.clock.advance(23 * 3600)
+    young = await world.order()
+    world.clock.advance(3600 + 1)
+
+    assert await _expiry(world).expire_due() == 1
+    assert await _expiry(world).expire_due() == 0
+
+    assert world.orders.rows[old.id].status is OrderStatus.EXPIRED
+    assert world.orders.rows[old.id].updated_at == world.clock.now()
+    assert world.orders.rows[paid_old.id].status is OrderStatus.PAID
+    assert world.orders.rows[young.id].status is OrderStatus.PENDING
+    [expired] = world.uow.outbox.of_type(OrderExpired)
+    assert expired.aggregate_id == old.id
+    assert [v for e, v in world.uow.outbox.events if e is expired] == [2]
+    with pytest.raises(FailedPreconditionError):
+        await world.service.process_payment(world.alice, old.id, world.key())
+
+
+async def test_expiry_works_in_batches(world: World) -> None:
+    orders = [await world.order() for _ in range(7)]
+    world.clock.advance(25 * 3600)
+
+    assert await _expiry(world).expire_due(batch=3) == 7
+
+    assert {world.orders.rows[o.id].status for o in orders} == {OrderStatus.EXPIRED}
+    assert [u.committed for u in world.uow.opened[-3:]] == [True, True, True]

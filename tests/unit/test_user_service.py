@@ -16,6 +16,7 @@ from ledgerline.domain.errors import (
     PermissionDeniedError,
     UnauthenticatedError,
 )
+from ledgerline.domain.events import UserRegistered
 from ledgerline.domain.user import Principal, User
 from ledgerline.platform.tokens import JWTIssuer
 from ledgerline.usecase.users import BAD_CREDENTIALS, Registration, UserService
@@ -397,3 +398,46 @@ async def test_create_admin_with_invalid_input_changes_nothing(world: World) -> 
 
     assert [d.field for d in caught.value.details] == ["email", "name", "password"]
     assert world.store.rows == {}
+
+
+# --- events -------------------------------------------------------------------
+
+
+async def test_registration_records_one_user_registered_event(world: World) -> None:
+    user = await _register(world, "ada@example.com", name="Ada")
+
+    [(event, version)] = world.uow.outbox.events
+    assert event == UserRegistered(
+        id=event.id,
+        occurred_at=user.created_at,
+        user_id=user.id,
+        email="ada@example.com",
+        name="Ada",
+        is_admin=False,
+    )
+    assert version == 1
+    assert event.subject == f"users/{user.id}"
+
+
+async def test_a_refused_registration_records_no_event(world: World) -> None:
+    await _register(world, "ada@example.com")
+
+    with pytest.raises(ConflictError):
+        await _register(world, "ADA@example.com")
+    with pytest.raises(InvalidArgumentError):
+        await _register(world, "not an email")
+
+    assert len(world.uow.outbox.events) == 1
+
+
+async def test_create_admin_records_a_registration_but_a_promotion_none(world: World) -> None:
+    root = await _admin(world)
+    await _register(world, "ada@example.com")
+    await _admin(world, "ada@example.com")  # promoted: no new user
+
+    registered = world.uow.outbox.of_type(UserRegistered)
+    assert [(e.aggregate_id, e.data()["is_admin"]) for e in registered] == [
+        (root.id, True),
+        (registered[1].aggregate_id, False),
+    ]
+    assert registered[1].aggregate_id != root.id

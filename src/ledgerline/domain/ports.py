@@ -6,6 +6,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from ledgerline.domain.events import DomainEvent
 from ledgerline.domain.idempotency import IdempotencyRecord
 from ledgerline.domain.ledger import Balance, EntryPage, LedgerEntry, Transfer
 from ledgerline.domain.order import Order, OrderId
@@ -56,6 +57,11 @@ class OrderRepository(Protocol):
 
     async def update(self, order: Order) -> None: ...
 
+    async def lock_pending_created_before(self, cutoff: datetime, limit: int) -> list[Order]:
+        """Up to ``limit`` pending orders created before ``cutoff``, oldest
+        first, each locked until the transaction ends; rows another
+        transaction holds are skipped, not waited for."""
+
 
 class LedgerRepository(Protocol):
     async def apply(self, transfer: Transfer) -> tuple[LedgerEntry, LedgerEntry]:
@@ -81,6 +87,12 @@ class IdempotencyStore(Protocol):
 
     async def purge(self, now: datetime, batch: int) -> int:
         """Deletes up to ``batch`` expired records; returns how many."""
+
+
+class Outbox(Protocol):
+    async def add(self, event: DomainEvent) -> None:
+        """Records the event in the unit of work's transaction, numbered
+        after its aggregate's previous events."""
 
 
 class Lease(Protocol):
@@ -116,6 +128,9 @@ class UnitOfWork(Protocol):
 
     @property
     def idempotency(self) -> IdempotencyStore: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
 
     async def __aenter__(self) -> Self: ...
 

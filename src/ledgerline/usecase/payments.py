@@ -23,6 +23,7 @@ from ledgerline.domain.errors import (
     PaymentInProgressError,
     PermissionDeniedError,
 )
+from ledgerline.domain.events import OrderCreated, OrderPaid, OrderRefunded, WalletCredited
 from ledgerline.domain.idempotency import (
     ORDER_PAY,
     ORDER_REFUND,
@@ -117,6 +118,7 @@ class PaymentService:
         )
         async with self._uow() as uow:
             await uow.orders.add(order)
+            await uow.outbox.add(OrderCreated.of(order))
             await uow.commit()
         return order
 
@@ -173,6 +175,8 @@ class PaymentService:
                 )
                 await uow.ledger.apply(transfer)
                 await uow.orders.update(moved)
+                event = OrderPaid if kind is TransferKind.PAYMENT else OrderRefunded
+                await uow.outbox.add(event.of(moved, transfer.id))
                 await self._remember(uow, caller, request, moved.snapshot())
                 await uow.commit()
                 return moved
@@ -224,6 +228,7 @@ class PaymentService:
                 )
                 _, entry = await uow.ledger.apply(transfer)
                 credit = Credit(entry.id, user_id, money, entry.balance_after)
+                await uow.outbox.add(WalletCredited.of(credit, now))
                 await self._remember(uow, caller, request, credit.snapshot())
                 await uow.commit()
                 return credit

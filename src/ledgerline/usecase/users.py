@@ -12,6 +12,7 @@ from ledgerline.domain.errors import (
     PermissionDeniedError,
     UnauthenticatedError,
 )
+from ledgerline.domain.events import UserRegistered
 from ledgerline.domain.ports import (
     Clock,
     PasswordHasher,
@@ -67,6 +68,7 @@ class UserService:
         async with self._uow() as uow:
             # The unique index decides races; add() raises ConflictError.
             await uow.users.add(user)
+            await uow.outbox.add(UserRegistered.of(user))
             await uow.commit()
         return user
 
@@ -139,6 +141,7 @@ class UserService:
             existing = await uow.users.get_by_email(user.email)
             if existing is None:
                 await uow.users.add(user)
+                await uow.outbox.add(UserRegistered.of(user))
                 result = AdminResult(user, created=True)
             else:
                 now = self._clock.now()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 
 from ledgerline.domain.money import Money
@@ -68,6 +70,18 @@ class PostgresOrderRepository:
             timeout=remaining(),
         )
         return None if row is None else _to_order(row)
+
+    @translated
+    async def lock_pending_created_before(self, cutoff: datetime, limit: int) -> list[Order]:
+        rows = await self._db.fetch(
+            f"SELECT {_COLUMNS} FROM orders "  # noqa: S608
+            "WHERE status = 'pending' AND created_at < $1 "
+            "ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            cutoff,
+            limit,
+            timeout=remaining(),
+        )
+        return [_to_order(row) for row in rows]
 
     @translated
     async def update(self, order: Order) -> None:

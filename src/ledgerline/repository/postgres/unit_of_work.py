@@ -20,6 +20,7 @@ from ledgerline.repository.postgres.errors import translated
 from ledgerline.repository.postgres.idempotency import PostgresIdempotencyStore
 from ledgerline.repository.postgres.ledger import PostgresLedgerRepository
 from ledgerline.repository.postgres.orders import PostgresOrderRepository
+from ledgerline.repository.postgres.outbox import PostgresOutbox
 from ledgerline.repository.postgres.users import PostgresUserRepository
 
 
@@ -28,6 +29,7 @@ class PostgresUnitOfWork:
     orders: PostgresOrderRepository
     ledger: PostgresLedgerRepository
     idempotency: PostgresIdempotencyStore
+    outbox: PostgresOutbox
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -50,6 +52,7 @@ class PostgresUnitOfWork:
         self.orders = PostgresOrderRepository(conn)
         self.ledger = PostgresLedgerRepository(conn)
         self.idempotency = PostgresIdempotencyStore(conn)
+        self.outbox = PostgresOutbox(conn)
         return self
 
     async def __aexit__(

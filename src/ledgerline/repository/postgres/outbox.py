@@ -1,0 +1,239 @@
+"""The outbox over asyncpg: ``PostgresOutbox`` records events inside a unit
+of work; ``PostgresOutboxStore`` is what the relay claims, marks and purges
+them through. Times that rule leases and retries are the database's own
+(``now()``), so relays on machines whose clocks disagree still agree."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from ledgerline.domain.events import DomainEvent, OutboxEvent
+from ledgerline.platform.deadline import remaining
+from ledgerline.repository.postgres.errors import translated
+from ledgerline.repository.postgres.executor import Executor, queries
+
+# The aggregate's counter row is taken first: it numbers the event and holds
+# the aggregate's next event back until this transaction ends.
+_ADD = """
+WITH numbered AS (
+    INSERT INTO outbox_versions AS v (aggregate_type, aggregate_id, version)
+    VALUES ($4, $5, 1)
+    ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET version = v.version + 1
+    RETURNING version
+)
+INSERT INTO outbox
+    (id, type, subject, aggregate_type, aggregate_id, version, payload, occurred_at)
+SELECT $1, $2, $3, $4, $5, numbered.version, $6::jsonb, $7 FROM numbered
+"""
+
+_EVENT_COLUMNS = (
+    "o.id, o.type, o.subject, o.aggregate_type, o.aggregate_id, o.version, o.occurred_at, "
+    "o.payload::text AS payload, o.attempts, o.trace_context::text AS trace_context"
+)
+
+# The first unpublished event of each aggregate leads it: only a lead that is
+# due and not claimed can be claimed (locked, SKIP LOCKED: two relays never
+# take one), and with it the aggregate's next events, up to $2 of them.
+# Nothing is read "after a cursor", so an event that commits late (with an
+# early seq) is still found. A dead lead holds its aggregate back.
+_CLAIM = f"""
+WITH leads AS (
+    SELECT DISTINCT ON (aggregate_type, aggregate_id) id
+    FROM outbox
+    WHERE state <> 'published'
+    ORDER BY aggregate_type, aggregate_id, version
+),
+ready AS (
+    SELECT o.aggregate_type, o.aggregate_id, o.version
+    FROM outbox o JOIN leads ON leads.id = o.id
+    WHERE o.state = 'pending' AND o.next_attempt_at <= now()
+      AND (o.claimed_until IS NULL OR o.claimed_until <= now())
+    ORDER BY o.seq
+    LIMIT $1
+    FOR UPDATE OF o SKIP LOCKED
+)
+UPDATE outbox o SET claimed_until = now() + make_interval(secs => $3)
+FROM ready r
+WHERE o.aggregate_type = r.aggregate_type AND o.aggregate_id = r.aggregate_id
+  AND o.state = 'pending' AND o.version >= r.version AND o.version < r.version + $2
+RETURNING {_EVENT_COLUMNS}
+"""  # noqa: S608  (no input is formatted in: the column list is a constant)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending: int
+    dead: int
+    # Seconds since the oldest unpublished (pending) event occurred; 0 when none.
+    lag_seconds: float
+
+
+def _to_event(row: asyncpg.Record) -> OutboxEvent:
+    trace = row["trace_context"]
+    return OutboxEvent(
+        id=row["id"],
+        type=row["type"],
+        subject=row["subject"],
+        aggregate_type=row["aggregate_type"],
+        aggregate_id=row["aggregate_id"],
+        version=row["version"],
+        occurred_at=row["occurred_at"],
+        data=json.loads(row["payload"]),
+        attempts=row["attempts"],
+        trace_context=json.loads(trace) if trace is not None else None,
+    )
+
+
+class PostgresOutbox:
+    def __init__(self, db: Executor) -> None:
+        self._db = queries(db)
+
+    @translated
+    async def add(self, event: DomainEvent) -> None:
+        await self._db.execute(
+            _ADD,
+            event.id,
+            event.TYPE,
+            event.subject,
+            str(event.AGGREGATE),
+            event.aggregate_id,
+            json.dumps(event.data()),
+            event.occurred_at,
+            timeout=remaining(),
+        )
+
+
+class PostgresOutboxStore:
+    """The relay's side of the outbox. Each call is one short statement on
+    the pool: no transaction is held open while the bus is called."""
+
+    def __init__(self, db: Executor) -> None:
+        self._db = queries(db)
+
+    @translated
+    async def claim(
+        self, aggregates: int, per_aggregate: int, lease_seconds: float
+    ) -> list[OutboxEvent]:
+        """Claims the due events of up to ``aggregates`` aggregates (at most
+        ``per_aggregate`` each) for ``lease_seconds``, in publishing order:
+        by aggregate, then version."""
+        rows = await self._db.fetch(
+            _CLAIM, aggregates, per_aggregate, lease_seconds, timeout=remaining()
+        )
+        events = [_to_event(row) for row in rows]
+        events.sort(key=lambda e: (e.aggregate_type, e.aggregate_id, e.version))
+        return events
+
+    @translated
+    async def mark_published(self, ids: Sequence[uuid.UUID]) -> None:
+        if not ids:
+            return
+        await self._db.execute(
+            "UPDATE outbox SET state = 'published', published_at = now(), "
+            "claimed_until = NULL, last_error = NULL "
+            "WHERE id = ANY($1::uuid[]) AND state = 'pending'",
+            list(ids),
+            timeout=remaining(),
+        )
+
+    @translated
+    async def mark_failed(
+        self, event_id: uuid.UUID, error: str, retry_in_seconds: float, max_attempts: int
+    ) -> bool:
+        """Counts a failed attempt; the event is due again after
+        ``retry_in_seconds``, or dead once it has had ``max_attempts``.
+        True when it is dead."""
+        state = await self._db.fetchval(
+            """
+            UPDATE outbox SET attempts = attempts + 1, last_error = left($2, 1000),
+                claimed_until = NULL,
+                next_attempt_at = now() + make_interval(secs => $3),
+                state = CASE WHEN attempts + 1 >= $4 THEN 'dead' ELSE 'pending' END
+            WHERE id = $1 AND state = 'pending'
+            RETURNING state
+            """,
+            event_id,
+            error,
+            retry_in_seconds,
+            max_attempts,
+            timeout=remaining(),
+        )
+        return bool(state == "dead")
+
+    @translated
+    async def release(self, ids: Sequence[uuid.UUID]) -> None:
+        """Gives claimed events back unpublished, due at once, no attempt counted."""
+        if not ids:
+            return
+        await self._db.execute(
+            "UPDATE outbox SET claimed_until = NULL WHERE id = ANY($1::uuid[]) "
+            "AND state = 'pending'",
+            list(ids),
+            timeout=remaining(),
+        )
+
+    @translated
+    async def purge(self, older_than_seconds: float, batch: int, *, unpublished: bool) -> int:
+        """Deletes up to ``batch`` events that occurred more than
+        ``older_than_seconds`` ago: published ones only, or (with no bus to
+        publish them) ``unpublished`` ones too. Dead events are kept."""
+        states = ["published", "pending"] if unpublished else ["published"]
+        deleted = await self._db.fetchval(
+            """
+            WITH gone AS (
+                DELETE FROM outbox WHERE id IN (
+                    SELECT id FROM outbox
+                    WHERE state = ANY($3::text[])
+                      AND occurred_at < now() - make_interval(secs => $1)
+                    LIMIT $2
+                )
+                RETURNING 1
+            )
+            SELECT count(*) FROM gone
+            """,
+            older_than_seconds,
+            batch,
+            states,
+            timeout=remaining(),
+        )
+        return int(deleted or 0)
+
+    @translated
+    async def stats(self) -> OutboxStats:
+        row = await self._db.fetchrow(
+            """
+            SELECT count(*) FILTER (WHERE state = 'pending') AS pending,
+                   count(*) FILTER (WHERE state = 'dead') AS dead,
+                   coalesce(extract(epoch FROM now() - min(occurred_at)
+                       FILTER (WHERE state = 'pending')), 0)::float8 AS lag
+            FROM outbox WHERE state <> 'published'
+            """,
+            timeout=remaining(),
+        )
+        assert row is not None
+        return OutboxStats(pending=row["pending"], dead=row["dead"], lag_seconds=row["lag"])
+
+    @translated
+    async def latest(
+        self, limit: int, after_seq: int | None = None
+    ) -> list[tuple[int, OutboxEvent]]:
+        """Events by the order they were recorded in: the last ``limit``, or
+        the first ``limit`` after ``after_seq``; each with its seq."""
+        if after_seq is None:
+            sql = (
+                f"SELECT o.seq, {_EVENT_COLUMNS} FROM outbox o "  # noqa: S608
+                "ORDER BY o.seq DESC LIMIT $1"
+            )
+            rows = list(reversed(await self._db.fetch(sql, limit, timeout=remaining())))
+        else:
+            sql = (
+                f"SELECT o.seq, {_EVENT_COLUMNS} FROM outbox o "  # noqa: S608
+                "WHERE o.seq > $2 ORDER BY o.seq LIMIT $1"
+            )
+            rows = await self._db.fetch(sql, limit, after_seq, timeout=remaining())
+        return [(row["seq"], _to_event(row)) for row in rows]
