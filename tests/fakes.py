@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import itertools
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -26,7 +27,13 @@ from ledgerline.domain.errors import (
     InsufficientFundsError,
     InvalidArgumentError,
 )
-from ledgerline.domain.events import DomainEvent
+from ledgerline.domain.events import (
+    BusUnavailableError,
+    DomainEvent,
+    OutboxEvent,
+    OutboxStats,
+    PublishError,
+)
 from ledgerline.domain.idempotency import IdempotencyRecord
 from ledgerline.domain.ledger import Balance, EntryPage, LedgerEntry, Transfer, TransferKind
 from ledgerline.domain.order import Order, OrderId, OrderStatus
@@ -434,3 +441,124 @@ class InMemoryUnitOfWorkFactory:
         uow = InMemoryUnitOfWork(self)
         self.opened.append(uow)
         return uow
+
+
+@dataclass
+class _StoredEvent:
+    event: OutboxEvent
+    state: str = "pending"
+    claimed: bool = False
+    due_in: float = 0.0  # the last retry delay asked for; due again when reset to 0
+    last_error: str | None = None
+
+
+@dataclass
+class InMemoryOutboxStore:
+    """The relay's store, with the real one's rules: an aggregate's first
+    unpublished event leads it, a claimed lead keeps its aggregate from
+    other claims, a dead lead holds it back. Retry delays are recorded, not
+    waited for: ``make_due()`` makes every delayed event due."""
+
+    rows: list[_StoredEvent] = field(default_factory=list)
+    claims: int = 0
+
+    def record(self, event: OutboxEvent) -> None:
+        self.rows.append(_StoredEvent(event))
+
+    def state(self, event_id: uuid.UUID) -> str:
+        return self._row(event_id).state
+
+    def delays(self) -> list[float]:
+        return [r.due_in for r in self.rows if r.due_in]
+
+    def make_due(self) -> None:
+        for row in self.rows:
+            row.due_in = 0.0
+
+    def _row(self, event_id: uuid.UUID) -> _StoredEvent:
+        return next(r for r in self.rows if r.event.id == event_id)
+
+    async def claim(
+        self, aggregates: int, per_aggregate: int, lease_seconds: float
+    ) -> list[OutboxEvent]:
+        self.claims += 1
+        unpublished = sorted(
+            (r for r in self.rows if r.state != "published"),
+            key=lambda r: (r.event.aggregate_type, r.event.aggregate_id, r.event.version),
+        )
+        leads: dict[tuple[str, uuid.UUID], _StoredEvent] = {}
+        for row in unpublished:
+            leads.setdefault(row.event.aggregate, row)
+        ready = [
+            lead
+            for lead in leads.values()
+            if lead.state == "pending" and not lead.claimed and not lead.due_in
+        ][:aggregates]
+        claimed: list[OutboxEvent] = []
+        for lead in ready:
+            chain = [
+                r
+                for r in unpublished
+                if r.event.aggregate == lead.event.aggregate and r.state == "pending"
+            ][:per_aggregate]
+            for row in chain:
+                row.claimed = True
+                claimed.append(row.event)
+        return claimed
+
+    async def mark_published(self, ids: Sequence[uuid.UUID]) -> None:
+        for event_id in ids:
+            row = self._row(event_id)
+            row.state, row.claimed = "published", False
+
+    async def mark_failed(
+        self, event_id: uuid.UUID, error: str, retry_in_seconds: float, max_attempts: int
+    ) -> bool:
+        row = self._row(event_id)
+        attempts = row.event.attempts + 1
+        row.event = replace(row.event, attempts=attempts)
+        row.claimed, row.due_in, row.last_error = False, retry_in_seconds, error
+        if attempts >= max_attempts:
+            row.state = "dead"
+        return row.state == "dead"
+
+    async def release(self, ids: Sequence[uuid.UUID]) -> None:
+        for event_id in ids:
+            self._row(event_id).claimed = False
+
+    async def purge(self, older_than_seconds: float, batch: int, *, unpublished: bool) -> int:
+        gone = [
+            r for r in self.rows if r.state == "published" or (unpublished and r.state == "pending")
+        ]
+        gone = gone[:batch]
+        for row in gone:
+            self.rows.remove(row)
+        return len(gone)
+
+    async def stats(self) -> OutboxStats:
+        pending = sum(r.state == "pending" for r in self.rows)
+        dead = sum(r.state == "dead" for r in self.rows)
+        return OutboxStats(pending=pending, dead=dead, lag_seconds=0.0)
+
+
+class InMemoryBus:
+    """An event bus: keeps what it stored, in order; may be down, may refuse
+    chosen events, and drops a repeated id as a duplicate."""
+
+    def __init__(self) -> None:
+        self.stored: list[OutboxEvent] = []
+        self.duplicates = 0
+        self.down = False
+        self.refused: set[uuid.UUID] = set()
+        self.calls = 0
+
+    async def publish(self, event: OutboxEvent) -> None:
+        self.calls += 1
+        if self.down:
+            raise BusUnavailableError("the bus is down")
+        if event.id in self.refused:
+            raise PublishError("refused")
+        if any(e.id == event.id for e in self.stored):
+            self.duplicates += 1
+            return
+        self.stored.append(event)

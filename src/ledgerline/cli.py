@@ -1,4 +1,5 @@
-"""The `ledgerline` command: serve, migrate, users create-admin."""
+"""The `ledgerline` command: serve, worker, migrate, users create-admin,
+events tail."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import typer
 from ledgerline.config import ConfigError, Settings, load_settings
 from ledgerline.domain.errors import DomainError
 from ledgerline.main.core import Core
+from ledgerline.main.events import tail_events
 from ledgerline.main.runtime import Runtime, prepare_runtime
 from ledgerline.main.serve import serve
+from ledgerline.main.worker import worker
 from ledgerline.platform.database import migrate as run_migrations
 from ledgerline.platform.logging import configure_logging
 from ledgerline.usecase.users import AdminResult, Registration
@@ -28,6 +31,8 @@ cli = typer.Typer(
 )
 users_cli = typer.Typer(help="Manage users.", no_args_is_help=True)
 cli.add_typer(users_cli, name="users")
+events_cli = typer.Typer(help="Look at the events the service records.", no_args_is_help=True)
+cli.add_typer(events_cli, name="events")
 
 
 @contextlib.contextmanager
@@ -66,6 +71,21 @@ def serve_command(
     settings = _settings(**overrides)
     with _config_errors():
         code = serve(settings, workers)
+    raise typer.Exit(code)
+
+
+@cli.command("worker")
+def worker_command(
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Overrides LEDGERLINE_WORKER_PORT (health, metrics)."),
+    ] = None,
+) -> None:
+    """Run the background work: the outbox relay and the scheduled jobs."""
+    overrides: dict[str, object] = {} if port is None else {"worker_port": port}
+    settings = _settings(**overrides)
+    with _config_errors():
+        code = worker(settings)
     raise typer.Exit(code)
 
 
@@ -111,6 +131,32 @@ def create_admin(
 async def _create_admin(settings: Settings, runtime: Runtime, request: Registration) -> AdminResult:
     async with Core(settings, runtime, with_payments=False) as core:
         return await core.users.create_admin(request)
+
+
+@events_cli.command("tail")
+def events_tail(
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many of the latest.")] = 20,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events as they come.")
+    ] = False,
+) -> None:
+    """Print the latest events of the outbox as CloudEvents JSON, one a line."""
+    settings = _settings()
+    with _config_errors():
+        runtime = prepare_runtime(settings, run_migrations=False)
+    try:
+        asyncio.run(_tail(settings, runtime, limit, follow))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.close()
+
+
+async def _tail(settings: Settings, runtime: Runtime, limit: int, follow: bool) -> None:
+    async with Core(settings, runtime, with_payments=False) as core:
+        await tail_events(
+            core, limit, follow=follow, poll_seconds=1.0, write=lambda line: typer.echo(line)
+        )
 
 
 def main() -> None:

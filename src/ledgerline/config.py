@@ -4,6 +4,7 @@ A bad value stops the process with one line naming the variable."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -28,7 +29,29 @@ class Settings(BaseSettings):
     # and the database transaction still keeps the payment single.
     payment_lock_ttl_ms: Annotated[int, Field(ge=50, le=600_000)] = 10_000
     idempotency_retention_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 24.0
-    idempotency_purge_interval_seconds: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+
+    # Events: unset, they stay in the outbox for its retention (see
+    # `ledgerline events tail`); set, the worker publishes them to NATS
+    # JetStream (nats:// or tls://).
+    event_bus_url: str | None = None
+    event_stream: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "LEDGERLINE_EVENTS"
+    event_subject_prefix: Annotated[
+        str, Field(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", max_length=128)
+    ] = "ledgerline.events"
+    event_source: Annotated[str, Field(min_length=1, max_length=256)] = "/ledgerline"
+    event_publish_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    outbox_retention_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 24.0 * 7
+
+    # The worker (`ledgerline worker`).
+    worker_port: Port = 8001  # /healthz, /readyz and /metrics
+    relay_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 100  # aggregates a claim
+    relay_concurrency: Annotated[int, Field(ge=1, le=1024)] = 32
+    relay_max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    relay_lease_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    relay_idle_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
+    order_ttl: timedelta = timedelta(hours=24)
+    order_expiry_interval_seconds: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+    purge_interval_seconds: Annotated[float, Field(gt=0, le=86_400)] = 300.0
 
     # Unset: a secret is made once and kept in data_dir.
     jwt_secret: SecretStr | None = None
@@ -77,6 +100,33 @@ class Settings(BaseSettings):
             return None
         if isinstance(value, str) and not re.match(r"^(rediss?|unix)://", value):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("event_bus_url", mode="before")
+    @classmethod
+    def _nats_url(cls, value: object) -> object:
+        if value == "":
+            return None
+        if isinstance(value, str) and not re.match(r"^(nats|tls)://[^\s]+$", value):
+            raise ValueError("must be a nats:// or tls:// URL")
+        return value
+
+    @field_validator("order_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        """Also "90s", "30m", "24h", "7d", beside seconds and ISO 8601."""
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", value)
+            if match:
+                unit = {"s": 1, "m": 60, "h": 3600, "d": 86_400}[match[2]]
+                return timedelta(seconds=float(match[1]) * unit)
+        return value
+
+    @field_validator("order_ttl")
+    @classmethod
+    def _positive_ttl(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(days=365):
+            raise ValueError("must be from 1 second to 365 days")
         return value
 
     @field_validator("jwt_secret")

@@ -114,7 +114,7 @@ async def test_a_stop_while_the_database_does_not_answer_ends_the_start_up(
     status = await asyncio.to_thread(service.proc.wait, 60)
     assert status == 0, service.log.read_text()[-3000:]
     assert time.monotonic() - started < 10
-    assert "stopped before serving" in service.log.read_text()
+    assert "stopped before starting" in service.log.read_text()
 
 
 async def _all_listening(service: Service, workers: int) -> None:
@@ -228,7 +228,7 @@ async def test_a_stop_while_workers_are_still_starting_is_a_clean_one(
     assert "worker died" not in text
     # Both were born with the stop held, so both started and then stopped
     # gracefully: served and stopped, or stopped while reaching the database.
-    graceful = text.count('"event": "stopped"') + text.count('"event": "stopped before serving"')
+    graceful = text.count('"event": "stopped"') + text.count('"event": "stopped before starting"')
     assert graceful == 2, text[-4000:]
 
 

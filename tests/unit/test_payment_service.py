@@ -33,6 +33,7 @@ from ledgerline.domain.order import Order, OrderStatus
 from ledgerline.domain.user import Email, Principal, User
 from ledgerline.usecase.expiry import OrderExpiry
 from ledgerline.usecase.payments import NewOrder, PaymentService, PaymentSettings
+from ledgerline.usecase.retention import Retention
 from tests.fakes import (
     FakeClock,
     InMemoryIdempotency,
@@ -40,6 +41,7 @@ from tests.fakes import (
     InMemoryLedger,
     InMemoryLocks,
     InMemoryOrders,
+    InMemoryOutboxStore,
     InMemoryUnitOfWorkFactory,
     InMemoryUsers,
 )
@@ -856,6 +858,16 @@ async def test_entries_of_an_empty_wallet_is_one_empty_page(world: World) -> Non
 # --- purge_idempotency_keys -----------------------------------------------------
 
 
+def _retention(world: World) -> Retention:
+    return Retention(
+        idempotency=world.idempotency,
+        outbox=InMemoryOutboxStore(),
+        clock=world.clock,
+        outbox_retention=timedelta(days=7),
+        events_are_published=True,
+    )
+
+
 async def test_purge_removes_only_expired_keys(world: World) -> None:
     old = world.key()
     await world.service.credit(world.admin, world.bob.user_id, 100, EUR, old)
@@ -864,11 +876,11 @@ async def test_purge_removes_only_expired_keys(world: World) -> None:
     await world.service.credit(world.admin, world.bob.user_id, 100, EUR, young)
     world.clock.advance(SETTINGS.idempotency_retention.total_seconds() - 3600)
 
-    purged = await world.service.purge_idempotency_keys()
+    purged = await _retention(world).purge_idempotency_keys()
 
     assert purged == 1
     assert set(world.idempotency.rows) == {(world.admin.user_id, young)}
-    assert await world.service.purge_idempotency_keys() == 0
+    assert await _retention(world).purge_idempotency_keys() == 0
 
 
 @pytest.mark.parametrize(
@@ -883,7 +895,9 @@ async def test_purge_goes_batch_by_batch(
         await world.fund("bob", 100)
     world.clock.advance(SETTINGS.idempotency_retention.total_seconds() + 1)
 
-    assert await world.service.purge_idempotency_keys(batch=2, max_batches=max_batches) == purged
+    assert (
+        await _retention(world).purge_idempotency_keys(batch=2, max_batches=max_batches) == purged
+    )
     assert len(world.idempotency.rows) == left
     assert world.balance("bob") == 500  # purging keys never touches money
 

@@ -210,3 +210,20 @@ class OutboxEvent:
     @property
     def aggregate(self) -> tuple[str, uuid.UUID]:
         return (self.aggregate_type, self.aggregate_id)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending: int
+    dead: int
+    # Seconds since the oldest pending event occurred; 0 when none is.
+    lag_seconds: float
+
+
+class PublishError(Exception):
+    """The bus refused or lost this event: counted as one failed attempt."""
+
+
+class BusUnavailableError(PublishError):
+    """The bus cannot be reached at all: no event is to blame, none is
+    counted; the relay waits for the bus instead."""

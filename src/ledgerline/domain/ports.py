@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from ledgerline.domain.events import DomainEvent
+from ledgerline.domain.events import DomainEvent, OutboxEvent, OutboxStats
 from ledgerline.domain.idempotency import IdempotencyRecord
 from ledgerline.domain.ledger import Balance, EntryPage, LedgerEntry, Transfer
 from ledgerline.domain.order import Order, OrderId
@@ -93,6 +95,40 @@ class Outbox(Protocol):
     async def add(self, event: DomainEvent) -> None:
         """Records the event in the unit of work's transaction, numbered
         after its aggregate's previous events."""
+
+
+class OutboxStore(Protocol):
+    """The relay's side of the outbox."""
+
+    async def claim(
+        self, aggregates: int, per_aggregate: int, lease_seconds: float
+    ) -> list[OutboxEvent]:
+        """Claims the due events of up to ``aggregates`` aggregates, each
+        aggregate's first unpublished event leading and at most
+        ``per_aggregate`` of them, for ``lease_seconds``; sorted by
+        aggregate, then version. No two claims hold one event."""
+
+    async def mark_published(self, ids: Sequence[uuid.UUID]) -> None: ...
+
+    async def mark_failed(
+        self, event_id: uuid.UUID, error: str, retry_in_seconds: float, max_attempts: int
+    ) -> bool:
+        """Counts a failed attempt and makes the event due again later, or
+        dead after ``max_attempts``; True when it is dead."""
+
+    async def release(self, ids: Sequence[uuid.UUID]) -> None:
+        """Gives claimed events back unpublished, due at once."""
+
+    async def purge(self, older_than_seconds: float, batch: int, *, unpublished: bool) -> int: ...
+
+    async def stats(self) -> OutboxStats: ...
+
+
+class EventPublisher(Protocol):
+    async def publish(self, event: OutboxEvent) -> None:
+        """Returns once the bus has stored the event (a duplicate of one it
+        stored already included). Raises BusUnavailableError when the bus
+        cannot be reached, PublishError when it refuses or loses the event."""
 
 
 class Lease(Protocol):

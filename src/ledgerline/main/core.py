@@ -28,15 +28,19 @@ from ledgerline.platform.clock import SystemClock
 from ledgerline.platform.database import create_pool, ping
 from ledgerline.platform.health import Probe, Readiness
 from ledgerline.platform.locks import PostgresLockManager, RedisLockManager
-from ledgerline.platform.logging import get_logger
+from ledgerline.platform.logging import Logger, get_logger
 from ledgerline.platform.passwords import Argon2Hasher, Argon2Params
+from ledgerline.platform.supervisor import EXIT_CONFIG, EXIT_UNAVAILABLE
 from ledgerline.platform.tokens import JWTIssuer
 from ledgerline.repository.postgres.idempotency import PostgresIdempotencyStore
 from ledgerline.repository.postgres.ledger import PostgresLedgerRepository
 from ledgerline.repository.postgres.orders import PostgresOrderRepository
+from ledgerline.repository.postgres.outbox import PostgresOutboxStore
 from ledgerline.repository.postgres.unit_of_work import PostgresUnitOfWorkFactory
 from ledgerline.repository.postgres.users import PostgresUserRepository
+from ledgerline.usecase.expiry import OrderExpiry
 from ledgerline.usecase.payments import PaymentService, PaymentSettings
+from ledgerline.usecase.retention import Retention
 from ledgerline.usecase.users import UserService
 
 
@@ -71,6 +75,9 @@ class Core:
 
     _pool: asyncpg.Pool | None = None
     _readiness: Readiness | None = None
+    _outbox: PostgresOutboxStore | None = None
+    _expiry: OrderExpiry | None = None
+    _retention: Retention | None = None
     _users: UserService | None = None
     _payments: PaymentService | None = None
     _executor: ThreadPoolExecutor | None = None
@@ -84,6 +91,19 @@ class Core:
     @property
     def payments(self) -> PaymentService:
         return _started(self._payments)
+
+    @property
+    def outbox(self) -> PostgresOutboxStore:
+        """The relay's side of the outbox."""
+        return _started(self._outbox)
+
+    @property
+    def expiry(self) -> OrderExpiry:
+        return _started(self._expiry)
+
+    @property
+    def retention(self) -> Retention:
+        return _started(self._retention)
 
     @property
     def readiness(self) -> Readiness:
@@ -127,6 +147,15 @@ class Core:
             hasher=self.overrides.hasher or self._argon2(),
             tokens=JWTIssuer(self.runtime.jwt_secret, s.jwt_ttl_seconds, clock),
             clock=clock,
+        )
+        self._outbox = outbox = PostgresOutboxStore(pool)
+        self._expiry = OrderExpiry(uow=uow, clock=clock, ttl=s.order_ttl)
+        self._retention = Retention(
+            idempotency=PostgresIdempotencyStore(pool),
+            outbox=outbox,
+            clock=clock,
+            outbox_retention=timedelta(hours=s.outbox_retention_hours),
+            events_are_published=s.event_bus_url is not None,
         )
         if self.with_payments:
             await self._start_payments(pool, uow, users, clock, probes)
@@ -187,6 +216,7 @@ class Core:
     async def stop(self) -> None:
         payments = self._payments
         self._users = self._payments = self._readiness = None
+        self._outbox = self._expiry = self._retention = None
         if payments is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
@@ -233,6 +263,36 @@ REFUSED_CONFIGURATION = (
     asyncpg.InvalidCatalogNameError,
     RedisAuthenticationError,
 )
+
+
+async def start_unless_stopped(core: Core, stop: asyncio.Event, log: Logger) -> int | None:
+    """Starts the core, unless ``stop`` is set first: a stop while the
+    dependencies are still being reached (a database that drops packets
+    takes a minute to time out) ends the start-up at once. None once
+    started; otherwise the process's exit code, the core stopped again."""
+    starting = asyncio.create_task(core.start())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, *STARTUP_ERRORS):
+            await starting
+        await core.stop()
+        log.info("stopped before starting")
+        return 0
+    stopped.cancel()
+    try:
+        starting.result()
+    except REFUSED_CONFIGURATION as exc:
+        log.error("could not start: a dependency refused the configuration", error=repr(exc))
+        await core.stop()
+        return EXIT_CONFIG
+    except STARTUP_ERRORS as exc:
+        # One line, not a traceback: the operator's problem is the address.
+        log.error("could not start: a dependency does not answer", error=repr(exc))
+        await core.stop()
+        return EXIT_UNAVAILABLE
+    return None
 
 
 def _started(part: _T | None) -> _T:

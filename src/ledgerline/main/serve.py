@@ -6,7 +6,6 @@ readiness turns 503, the listeners drain, then the core is torn down."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import signal
 import socket
@@ -25,15 +24,12 @@ from ledgerline.delivery.grpc.server import (
 from ledgerline.delivery.http.app import HTTPDependencies, create_http_app
 from ledgerline.delivery.http.protocol import ConnectionLimits
 from ledgerline.delivery.http.server import HTTPServer, bind_socket
-from ledgerline.main.core import REFUSED_CONFIGURATION, STARTUP_ERRORS, Core
+from ledgerline.main.core import Core, start_unless_stopped
 from ledgerline.main.runtime import Runtime, prepare_runtime
 from ledgerline.platform.limits import raise_open_file_limit
 from ledgerline.platform.logging import configure_logging, get_logger
 from ledgerline.platform.metrics import GRPCMetrics, HTTPMetrics
-from ledgerline.platform.periodic import Periodic
 from ledgerline.platform.supervisor import (
-    EXIT_CONFIG,
-    EXIT_UNAVAILABLE,
     Supervisor,
     hold_stop_signals,
     release_stop_signals,
@@ -135,22 +131,6 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
     )
 
 
-def upkeep_jobs(core: Core) -> list[Periodic]:
-    """Background upkeep a serving process runs until the background worker
-    process takes it over."""
-    return [
-        Periodic(
-            "purge-idempotency-keys",
-            core.settings.idempotency_purge_interval_seconds,
-            core.payments.purge_idempotency_keys,
-            # It shares the pool with the requests: held to their deadline,
-            # it cannot keep a connection stuck longer than they do. What a
-            # run leaves undone (it deletes in batches), the next run does.
-            timeout=core.settings.request_timeout_seconds,
-        )
-    ]
-
-
 async def _serve(core: Core, sock: socket.socket) -> int:
     log = get_logger("ledgerline.serve")
     settings = core.settings
@@ -159,31 +139,9 @@ async def _serve(core: Core, sock: socket.socket) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     release_stop_signals()  # a stop held back during start-up lands now
-    # A stop while the dependencies are still being reached (a database that
-    # drops packets takes a minute to time out) ends the start-up at once.
-    starting = asyncio.create_task(core.start())
-    stopped = asyncio.create_task(stop.wait())
-    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    if not starting.done():
-        starting.cancel()
-        with contextlib.suppress(asyncio.CancelledError, *STARTUP_ERRORS):
-            await starting
-        await core.stop()
-        log.info("stopped before serving")
-        return 0
-    stopped.cancel()
-    try:
-        starting.result()
-    except REFUSED_CONFIGURATION as exc:
-        log.error("could not start: a dependency refused the configuration", error=repr(exc))
-        await core.stop()
-        return EXIT_CONFIG
-    except STARTUP_ERRORS as exc:
-        # One line, not a traceback: the operator's problem is the address.
-        log.error("could not start: a dependency does not answer", error=repr(exc))
-        await core.stop()
-        return EXIT_UNAVAILABLE
-    jobs = upkeep_jobs(core)
+    exit_code = await start_unless_stopped(core, stop, log)
+    if exit_code is not None:
+        return exit_code
     metrics = HTTPMetrics()
     rpc = grpc_server(core, metrics)
     try:
@@ -195,8 +153,6 @@ async def _serve(core: Core, sock: socket.socket) -> int:
             drain_seconds=settings.shutdown_drain_seconds,
             limits=connection_limits(settings),
         )
-        for job in jobs:
-            job.start()
         _tune_collector()
         await rpc.start()
         await server.start()
@@ -215,8 +171,6 @@ async def _serve(core: Core, sock: socket.socket) -> int:
         )
     finally:
         await rpc.stop()
-        for job in jobs:
-            await job.stop()
         await core.stop()
     log.info("stopped")
     return 0

@@ -17,6 +17,10 @@ class Readiness:
         self._timeout = timeout
         self.shutting_down = False
 
+    def with_probes(self, probes: dict[str, Probe]) -> Readiness:
+        """These probes as well as this readiness's own, on a new one."""
+        return Readiness({**self._probes, **probes}, self._timeout)
+
     async def check(self) -> dict[str, str]:
         """Returns {dependency: "ok" | "unavailable"}."""
         names = list(self._probes)

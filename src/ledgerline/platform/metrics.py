@@ -3,7 +3,9 @@ process-global registry: tests and several apps in one process stay apart)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -78,3 +80,77 @@ class GRPCMetrics:
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         self._answered.observe((method, code), seconds)
+
+
+class WorkerMetrics:
+    """The background worker's: the outbox (lag, backlog, what the relay
+    did with each event), the job pool's occupancy and the jobs' runs.
+    Registered beside the worker port's own HTTP metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.outbox_lag = Gauge(
+            "ledgerline_outbox_lag_seconds",
+            "Age of the oldest event not yet published (0 when none waits).",
+            registry=registry,
+        )
+        self.outbox_backlog = Gauge(
+            "ledgerline_outbox_backlog_events",
+            "Events waiting to be published.",
+            registry=registry,
+        )
+        self.outbox_dead = Gauge(
+            "ledgerline_outbox_dead_events",
+            "Events that failed past the maximum number of attempts, kept for an operator.",
+            registry=registry,
+        )
+        self.relayed = Counter(
+            "ledgerline_outbox_events_total",
+            "What this relay did with the events it claimed, by outcome "
+            "(published, failed: to be retried, dead, released: given back unpublished).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.bus_unavailable = Counter(
+            "ledgerline_event_bus_unavailable_total",
+            "Relay rounds that found the event bus unreachable.",
+            registry=registry,
+        )
+        self.job_runs = Counter(
+            "ledgerline_worker_job_runs_total",
+            "Runs of the worker's jobs, by job and outcome (ok, error).",
+            ["job", "outcome"],
+            registry=registry,
+        )
+        self.job_duration = Histogram(
+            "ledgerline_worker_job_duration_seconds",
+            "How long the worker's job runs take, by job.",
+            ["job"],
+            buckets=(*LATENCY_BUCKETS, 30.0, 60.0, 300.0),
+            registry=registry,
+        )
+        self.pool_busy = Gauge(
+            "ledgerline_worker_pool_busy",
+            "Jobs running in the worker's pool now.",
+            ["pool"],
+            registry=registry,
+        )
+        self.pool_size = Gauge(
+            "ledgerline_worker_pool_size",
+            "Workers in the worker's pool.",
+            ["pool"],
+            registry=registry,
+        )
+        self.pool_queued = Gauge(
+            "ledgerline_worker_pool_queued",
+            "Jobs accepted by the worker's pool and waiting for a worker.",
+            ["pool"],
+            registry=registry,
+        )
+
+    def watch_pool(
+        self, name: str, size: int, busy: Callable[[], int], queued: Callable[[], int]
+    ) -> None:
+        """Occupancy read from the pool at each scrape."""
+        self.pool_size.labels(name).set(size)
+        self.pool_busy.labels(name).set_function(busy)
+        self.pool_queued.labels(name).set_function(queued)

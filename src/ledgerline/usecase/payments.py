@@ -257,17 +257,6 @@ class PaymentService:
 
     # Idempotency ------------------------------------------------------------
 
-    async def purge_idempotency_keys(self, batch: int = 1000, max_batches: int = 100) -> int:
-        """Deletes keys past their retention, a batch at a time so no single
-        statement runs long; returns how many went."""
-        now, total = self._clock.now(), 0
-        for _ in range(max_batches):
-            purged = await self._idempotency.purge(now, batch)
-            total += purged
-            if purged < batch:
-                break
-        return total
-
     async def _replay(self, caller: Principal, request: IdempotentRequest) -> dict[str, Any] | None:
         parse_idempotency_key(request.key)
         record = await self._idempotency.get(caller.user_id, request.key, self._clock.now())

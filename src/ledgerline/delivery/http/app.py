@@ -76,6 +76,24 @@ def create_http_app(deps: HTTPDependencies) -> ASGIApp:
     )
 
 
+def create_operations_app(
+    readiness: Readiness, metrics: HTTPMetrics, logger: Logger, request_timeout: float
+) -> ASGIApp:
+    """Only /healthz, /readyz and /metrics, behind the same request envelope:
+    the port a process without the API (the worker) is watched on."""
+    api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
+    install_error_handlers(api)
+    api.router.routes.extend(operations_router(readiness, metrics).routes)
+    return RequestEnvelope(
+        api,
+        metrics=metrics,
+        logger=logger,
+        access_log=access_log("ledgerline.http"),
+        request_timeout=request_timeout,
+        max_body_bytes=MAX_BODY_BYTES,
+    )
+
+
 _FRAMEWORK_422 = "#/components/schemas/HTTPValidationError"
 
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import asyncpg
 
-from ledgerline.domain.events import DomainEvent, OutboxEvent
+from ledgerline.domain.events import DomainEvent, OutboxEvent, OutboxStats
 from ledgerline.platform.deadline import remaining
 from ledgerline.repository.postgres.errors import translated
 from ledgerline.repository.postgres.executor import Executor, queries
@@ -63,14 +62,6 @@ WHERE o.aggregate_type = r.aggregate_type AND o.aggregate_id = r.aggregate_id
   AND o.state = 'pending' AND o.version >= r.version AND o.version < r.version + $2
 RETURNING {_EVENT_COLUMNS}
 """  # noqa: S608  (no input is formatted in: the column list is a constant)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxStats:
-    pending: int
-    dead: int
-    # Seconds since the oldest unpublished (pending) event occurred; 0 when none.
-    lag_seconds: float
 
 
 def _to_event(row: asyncpg.Record) -> OutboxEvent:
