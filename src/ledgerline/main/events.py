@@ -4,13 +4,12 @@ documents the bus gets (published or not), one JSON document a line."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 
 from ledgerline.main.core import Core
-from ledgerline.platform.eventbus import cloud_event
+from ledgerline.platform.eventbus import structured_json
 
 # Following goes back this many rows behind the newest one printed each
 # time, for events whose number was taken early but that committed late.
@@ -43,9 +42,9 @@ async def tail_events(
         newest = max(newest, seq)
 
     for seq, event in await core.outbox.latest(limit):
-        show(seq, json.dumps(cloud_event(event, source)), event.id)
+        show(seq, structured_json(event, source).decode(), event.id)
     while follow:
         await asyncio.sleep(poll_seconds)
         after = max(0, newest - FOLLOW_WINDOW)
         for seq, event in await core.outbox.latest(FOLLOW_WINDOW * 2, after_seq=after):
-            show(seq, json.dumps(cloud_event(event, source)), event.id)
+            show(seq, structured_json(event, source).decode(), event.id)

@@ -1,4 +1,5 @@
-"""The event bus: NATS JetStream, events as CloudEvents 1.0 JSON documents.
+"""The event bus: NATS JetStream, events as CloudEvents 1.0 structured-mode
+JSON documents (the CloudEvents SDK's JSON format).
 
 Each event goes to ``<prefix>.<type>`` (``ledgerline.events.order.paid``)
 in one stream, created when missing. The JetStream ``Nats-Msg-Id`` header is
@@ -14,11 +15,13 @@ drops; while there is none, publishing raises BusUnavailableError at once
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import nats
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NATSError
 from nats.js import JetStreamContext
@@ -29,21 +32,22 @@ from ledgerline.domain.events import BusUnavailableError, OutboxEvent, PublishEr
 from ledgerline.platform.logging import get_logger
 
 SPEC_VERSION = "1.0"
-CONTENT_TYPE = "application/cloudevents+json"
+_FORMAT = JSONFormat()
+CONTENT_TYPE = _FORMAT.CONTENT_TYPE
 
 
-def cloud_event(event: OutboxEvent, source: str) -> dict[str, Any]:
-    """The event as a CloudEvents 1.0 structured-mode document: the one
-    place its envelope is built. The aggregate and its version travel as
-    extension attributes, and the trace context (when recorded) as the
+def cloud_event(event: OutboxEvent, source: str) -> CloudEvent:
+    """The event as a CloudEvent 1.0 (the SDK checks every attribute): the
+    one place its envelope is built. The aggregate and its version travel
+    as extension attributes, and the trace context (when recorded) as the
     distributed-tracing extension's ``traceparent``/``tracestate``."""
-    envelope: dict[str, Any] = {
+    attributes: dict[str, Any] = {
         "specversion": SPEC_VERSION,
         "id": str(event.id),
         "source": source,
         "type": event.type,
         "subject": event.subject,
-        "time": event.occurred_at.isoformat(),
+        "time": event.occurred_at,
         "datacontenttype": "application/json",
         "aggregatetype": event.aggregate_type,
         "aggregateid": str(event.aggregate_id),
@@ -51,9 +55,13 @@ def cloud_event(event: OutboxEvent, source: str) -> dict[str, Any]:
     }
     for key in ("traceparent", "tracestate"):
         if event.trace_context and key in event.trace_context:
-            envelope[key] = event.trace_context[key]
-    envelope["data"] = event.data
-    return envelope
+            attributes[key] = event.trace_context[key]
+    return CloudEvent(attributes, event.data)
+
+
+def structured_json(event: OutboxEvent, source: str) -> bytes:
+    """The CloudEvents structured-mode JSON document of the event."""
+    return _FORMAT.write(cloud_event(event, source))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +91,14 @@ class NatsEventBus:
 
     async def publish(self, event: OutboxEvent) -> None:
         js = await self._ready()
-        payload = json.dumps(cloud_event(event, self._settings.source), separators=(",", ":"))
+        try:
+            payload = structured_json(event, self._settings.source)
+        except (BaseCloudEventException, TypeError, ValueError) as exc:
+            raise PublishError(f"not a valid CloudEvent: {exc}") from exc
         try:
             ack = await js.publish(
                 self.subject(event.type),
-                payload.encode(),
+                payload,
                 timeout=self._settings.publish_timeout_seconds,
                 headers={"Nats-Msg-Id": str(event.id), "Content-Type": CONTENT_TYPE},
             )
