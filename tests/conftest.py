@@ -25,6 +25,7 @@ from tests.own_postgres import own_postgres, own_postgres_template  # noqa: F401
 
 TEST_DATABASE_ENV = "LEDGERLINE_TEST_DATABASE_URL"
 TEST_REDIS_ENV = "LEDGERLINE_TEST_REDIS_URL"
+TEST_NATS_ENV = "LEDGERLINE_TEST_NATS_URL"
 
 
 def with_database(url: str, name: str) -> str:
@@ -142,6 +143,55 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _start_nats_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    binary = shutil.which("nats-server")
+    if binary is None:
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return proc, f"nats://127.0.0.1:{port}"
+        time.sleep(0.05)
+    proc.kill()
+    return None
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """LEDGERLINE_TEST_NATS_URL when set (a NATS with JetStream), else a
+    `nats-server -js` this session starts (when one is on PATH), else None:
+    the tests that need the bus then skip, saying why. Each test works in a
+    stream and subjects of its own."""
+    configured = os.environ.get(TEST_NATS_ENV)
+    if configured:
+        yield configured
+        return
+    started = _start_nats_server(tmp_path_factory.mktemp("nats"))
+    if started is None:
+        yield None
+        return
+    proc, url = started
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def require_nats(nats_url: str | None) -> str:
+    if nats_url is None:
+        pytest.skip(f"no NATS: {TEST_NATS_ENV} is unset and no nats-server is on PATH")
+    return nats_url
 
 
 def require_redis(redis_url: str | None) -> str:

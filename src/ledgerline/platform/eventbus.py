@@ -26,7 +26,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NATSError
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
-from nats.js.errors import NoStreamResponseError, NotFoundError
+from nats.js.errors import NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
 from ledgerline.domain.events import BusUnavailableError, OutboxEvent, PublishError
 from ledgerline.platform.logging import get_logger
@@ -84,6 +84,9 @@ class NatsEventBus:
         self._stream_ready = False
         self._closing = False
         self._connecting = asyncio.Lock()
+        # Events the stream had stored already (a retry after a lost ack,
+        # or after a relay died before recording it): dropped, not stored twice.
+        self.duplicates = 0
         self._log = get_logger("ledgerline.eventbus")
 
     def subject(self, event_type: str) -> str:
@@ -107,12 +110,16 @@ class NatsEventBus:
             # or the server lost it). Make it again before the next event.
             self._stream_ready = False
             raise BusUnavailableError("no stream takes the event's subject") from exc
+        except ServiceUnavailableError as exc:  # JetStream itself is down, not this event
+            raise BusUnavailableError(f"the bus cannot store events now: {exc}") from exc
         except (NATSError, TimeoutError, OSError) as exc:
             if not self.connected:
                 raise BusUnavailableError(f"the bus went away: {exc!r}") from exc
-            raise PublishError(f"not stored by the bus: {exc!r}") from exc
+            raise PublishError(f"not stored by the bus: {exc or type(exc).__name__}") from exc
         if ack.stream != self._settings.stream:
             raise PublishError(f"stored by stream {ack.stream}, not {self._settings.stream}")
+        if ack.duplicate:
+            self.duplicates += 1
 
     @property
     def connected(self) -> bool:
