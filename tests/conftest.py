@@ -21,6 +21,8 @@ import asyncpg
 import pytest
 
 from ledgerline.platform.database import EmbeddedPostgres, migrate
+from ledgerline.platform.eventbus import EventBusSettings
+from tests.event_stream import Bus
 from tests.own_postgres import own_postgres, own_postgres_template  # noqa: F401 - fixtures
 
 TEST_DATABASE_ENV = "LEDGERLINE_TEST_DATABASE_URL"
@@ -192,6 +194,16 @@ def require_nats(nats_url: str | None) -> str:
     if nats_url is None:
         pytest.skip(f"no NATS: {TEST_NATS_ENV} is unset and no nats-server is on PATH")
     return nats_url
+
+
+@pytest.fixture
+def bus(nats_url: str | None) -> Iterator[Bus]:
+    """A JetStream stream (and subjects) of the test's own, deleted after it."""
+    url = require_nats(nats_url)
+    tag = uuid.uuid4().hex[:10]
+    settings = EventBusSettings(url=url, stream=f"TEST_{tag}", subject_prefix=f"t{tag}.events")
+    yield Bus(url, settings)
+    asyncio.run(Bus(url, settings).delete())
 
 
 def require_redis(redis_url: str | None) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 LEDGERLINE = str(Path(sys.executable).with_name("ledgerline"))
 JWT_SECRET = "e2e-secret-that-is-long-enough-for-hs256-0123456789"
@@ -104,3 +105,75 @@ def start_service(tmp_path: Path) -> Iterator[object]:
         if service.proc.poll() is None:
             service.proc.kill()
             service.proc.wait()
+
+
+class Worker:
+    """A `ledgerline worker` process and its health port."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log = log
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    def wait_listening(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"worker did not come up:\n{self.log.read_text()}")
+
+    def readiness(self) -> httpx.Response:
+        return httpx.get(f"{self.base_url}/readyz", timeout=5)
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = httpx.get(f"{self.base_url}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return 0.0
+
+    def terminate(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[object]:
+    started: list[Worker] = []
+
+    def start(**env: str) -> Worker:
+        port = free_port()
+        log = tmp_path / f"worker-{port}.log"
+        environment = clean_env(
+            LEDGERLINE_WORKER_PORT=str(port),
+            LEDGERLINE_DATA_DIR=str(tmp_path / "data"),
+            LEDGERLINE_JWT_SECRET=JWT_SECRET,
+            **env,
+        )
+        with log.open("wb") as out:
+            proc = subprocess.Popen([LEDGERLINE, "worker"], env=environment, stdout=out, stderr=out)
+        worker = Worker(proc, port, log)
+        started.append(worker)
+        worker.wait_listening()
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+            worker.proc.wait()

@@ -5,18 +5,14 @@ whatever the bus, the relay or a slow transaction does in between."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import asyncpg
 import nats
 import pytest
-from cloudevents.core.formats.json import JSONFormat
-from cloudevents.core.v1.event import CloudEvent
 from nats.js.api import StreamConfig
 from prometheus_client import CollectorRegistry
 
@@ -24,69 +20,19 @@ from ledgerline.delivery.worker.jobs import RelayLoop
 from ledgerline.domain.events import UserRegistered
 from ledgerline.domain.user import Principal
 from ledgerline.main.core import Core
-from ledgerline.platform.eventbus import EventBusSettings, NatsEventBus
 from ledgerline.platform.metrics import WorkerMetrics
 from ledgerline.repository.postgres.outbox import PostgresOutbox, PostgresOutboxStore
 from ledgerline.repository.postgres.unit_of_work import PostgresUnitOfWorkFactory
 from ledgerline.usecase.payments import NewOrder
 from ledgerline.usecase.relay import OutboxRelay, RelaySettings
 from ledgerline.usecase.users import Registration
-from tests.conftest import require_nats
+from tests.event_stream import Bus, in_aggregate_order
 from tests.integration.conftest import PASSWORD
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(120)
 
 FAST = RelaySettings(retry_base_seconds=0.05, retry_cap_seconds=0.2, lease_seconds=5.0)
-
-
-@dataclass
-class Bus:
-    url: str
-    settings: EventBusSettings
-
-    def client(self, url: str | None = None, **overrides: object) -> NatsEventBus:
-        settings = EventBusSettings(
-            url=url or self.url,
-            stream=self.settings.stream,
-            subject_prefix=self.settings.subject_prefix,
-            publish_timeout_seconds=1.0,
-            **overrides,  # type: ignore[arg-type]
-        )
-        return NatsEventBus(settings)
-
-    async def messages(self) -> list[tuple[str, dict[str, str], CloudEvent]]:
-        """What the stream holds, in its order: subject, headers, event."""
-        nc = await nats.connect(self.url)
-        try:
-            js = nc.jetstream()
-            try:
-                info = await js.stream_info(self.settings.stream)
-            except nats.js.errors.NotFoundError:
-                return []
-            stored = []
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                msg = await js.get_msg(self.settings.stream, seq)
-                assert msg.data is not None
-                assert msg.subject is not None
-                event = JSONFormat().read(None, msg.data)
-                assert isinstance(event, CloudEvent)
-                stored.append((msg.subject, dict(msg.headers or {}), event))
-            return stored
-        finally:
-            await nc.close()
-
-
-@pytest.fixture
-async def bus(nats_url: str | None) -> AsyncIterator[Bus]:
-    url = require_nats(nats_url)
-    tag = uuid.uuid4().hex[:10]
-    settings = EventBusSettings(url=url, stream=f"TEST_{tag}", subject_prefix=f"t{tag}.events")
-    yield Bus(url, settings)
-    nc = await nats.connect(url)
-    with contextlib.suppress(nats.js.errors.NotFoundError):
-        await nc.jetstream().delete_stream(settings.stream)
-    await nc.close()
 
 
 def _registered(aggregate: uuid.UUID, name: str = "A") -> UserRegistered:
@@ -121,18 +67,6 @@ async def _until(done: Callable[[], Awaitable[bool]]) -> None:
     async with asyncio.timeout(30):
         while not await done():  # noqa: ASYNC110 - polling the database, not an event
             await asyncio.sleep(0.1)
-
-
-def _in_aggregate_order(messages: list[tuple[str, dict[str, str], CloudEvent]]) -> bool:
-    """Each aggregate's versions arrive 1, 2, 3, ... in the stream's order."""
-    seen: dict[tuple[str, str], int] = {}
-    for _, _, event in messages:
-        aggregate = (event.get_extension("aggregatetype"), event.get_extension("aggregateid"))
-        version = event.get_extension("aggregateversion")
-        if version != seen.get(aggregate, 0) + 1:
-            return False
-        seen[aggregate] = version
-    return True
 
 
 async def test_a_payment_flows_events_arrive_as_cloudevents_on_their_subjects(
@@ -183,7 +117,7 @@ async def test_a_payment_flows_events_arrive_as_cloudevents_on_their_subjects(
         "currency": "EUR",
         "transfer_id": data["transfer_id"],
     }
-    assert _in_aggregate_order(messages)
+    assert in_aggregate_order(messages)
 
 
 class _DiesBeforeRecording:
@@ -228,7 +162,7 @@ async def test_a_relay_that_dies_after_publishing_is_followed_by_one_that_sends_
     expected = await pool.fetch("SELECT id FROM outbox")
     assert sorted(ids) == sorted(str(r["id"]) for r in expected)  # each once: 60
     assert second.duplicates == 40  # sent again under the same ids, dropped by the stream
-    assert _in_aggregate_order(messages)
+    assert in_aggregate_order(messages)
 
 
 async def test_an_event_that_commits_after_a_later_one_was_published_is_still_published(
@@ -285,7 +219,7 @@ async def test_two_relays_share_the_work_and_never_publish_one_event_twice(
     assert [c.duplicates for c in clients] == [0, 0]  # none was sent twice
     messages = await bus.messages()
     assert len(messages) == 600
-    assert _in_aggregate_order(messages)
+    assert in_aggregate_order(messages)
 
 
 async def test_no_event_is_lost_or_reordered_while_the_bus_is_away(
@@ -318,7 +252,7 @@ async def test_no_event_is_lost_or_reordered_while_the_bus_is_away(
     messages = await bus.messages()
     assert len(messages) == 70
     assert len({e.get_id() for _, _, e in messages}) == 70
-    assert _in_aggregate_order(messages)
+    assert in_aggregate_order(messages)
     assert await pool.fetchval("SELECT max(attempts) FROM outbox") == 0  # no event was blamed
 
 

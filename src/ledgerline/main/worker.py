@@ -126,6 +126,7 @@ async def run_worker(core: Core, *, port: int | None = None) -> int:
     readiness = core.readiness
     if bus is not None:
         readiness = readiness.with_probes({"event_bus": bus.ping})
+        metrics.watch_bus(lambda: bus.duplicates)
     pool = WorkerPool("jobs", JOB_POOL_SIZE)
     metrics.watch_pool(pool.name, pool.size, lambda: pool.busy, lambda: pool.queued)
     sock = bind_socket(settings.http_host, settings.worker_port if port is None else port)

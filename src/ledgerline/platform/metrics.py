@@ -115,6 +115,12 @@ class WorkerMetrics:
             "Relay rounds that found the event bus unreachable.",
             registry=registry,
         )
+        self.bus_duplicates = Gauge(
+            "ledgerline_event_bus_duplicates",
+            "Events this relay sent that the stream had stored already (a retry after a "
+            "lost ack, or after a relay died before recording them): dropped by the stream.",
+            registry=registry,
+        )
         self.job_runs = Counter(
             "ledgerline_worker_job_runs_total",
             "Runs of the worker's jobs, by job and outcome (ok, error).",
@@ -146,6 +152,9 @@ class WorkerMetrics:
             ["pool"],
             registry=registry,
         )
+
+    def watch_bus(self, duplicates: Callable[[], int]) -> None:
+        self.bus_duplicates.set_function(duplicates)
 
     def watch_pool(
         self, name: str, size: int, busy: Callable[[], int], queued: Callable[[], int]
