@@ -1,11 +1,12 @@
 """The `ledgerline` command: serve, worker, migrate, users create-admin,
-events tail."""
+events tail and events retry-dead."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import sys
+import uuid
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -150,6 +151,29 @@ def events_tail(
         pass
     finally:
         runtime.close()
+
+
+@events_cli.command("retry-dead")
+def events_retry_dead(
+    event_id: Annotated[
+        list[uuid.UUID] | None,
+        typer.Option("--id", help="Only this dead event (repeatable); default: every one."),
+    ] = None,
+) -> None:
+    """Make dead events pending again (attempts reset), once their cause is fixed."""
+    settings = _settings()
+    with _config_errors():
+        runtime = prepare_runtime(settings, run_migrations=False)
+    try:
+        count = asyncio.run(_retry_dead(settings, runtime, event_id))
+    finally:
+        runtime.close()
+    typer.echo(f"requeued {count} dead event{'' if count == 1 else 's'}")
+
+
+async def _retry_dead(settings: Settings, runtime: Runtime, ids: list[uuid.UUID] | None) -> int:
+    async with Core(settings, runtime, with_payments=False) as core:
+        return await core.outbox.requeue_dead(ids)
 
 
 async def _tail(settings: Settings, runtime: Runtime, limit: int, follow: bool) -> None:

@@ -114,11 +114,12 @@ class Settings(BaseSettings):
     @field_validator("order_ttl", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
-        """Also "90s", "30m", "24h", "7d", beside seconds and ISO 8601."""
+        """Seconds ("3600"), with a unit ("90s", "30m", "24h", "7d"), or ISO
+        8601 ("PT24H")."""
         if isinstance(value, str):
-            match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", value)
+            match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
             if match:
-                unit = {"s": 1, "m": 60, "h": 3600, "d": 86_400}[match[2]]
+                unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}[match[2]]
                 return timedelta(seconds=float(match[1]) * unit)
         return value
 

@@ -193,6 +193,12 @@ async def test_a_failed_lead_holds_its_aggregate_back_and_dies_after_its_attempt
     assert (stats.pending, stats.dead) == (1, 1)
     assert stats.lag_seconds > 0
 
+    # An operator's retry: the dead lead leads again, with a clean slate.
+    assert await store.requeue_dead([uuid.uuid4()]) == 0
+    assert await store.requeue_dead() == 1
+    lead, follower = await store.claim(aggregates=1, per_aggregate=5, lease_seconds=30)
+    assert (lead.version, lead.attempts, follower.version) == (1, 0, 2)
+
 
 async def _claimed(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     return await pool.fetch("SELECT id FROM outbox WHERE claimed_until IS NOT NULL")

@@ -4,6 +4,7 @@ naming the variable for every bad value."""
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,32 @@ GOOD_VALUES: dict[str, tuple[str, str, str, object]] = {
         "data_dir",
         Path("/var/lib/ledgerline"),
     ),
+    "event-bus-nats": (
+        "LEDGERLINE_EVENT_BUS_URL",
+        "nats://bus:4222",
+        "event_bus_url",
+        "nats://bus:4222",
+    ),
+    "event-bus-tls": (
+        "LEDGERLINE_EVENT_BUS_URL",
+        "tls://bus:4222",
+        "event_bus_url",
+        "tls://bus:4222",
+    ),
+    "event-bus-empty-is-unset": ("LEDGERLINE_EVENT_BUS_URL", "", "event_bus_url", None),
+    "event-stream": ("LEDGERLINE_EVENT_STREAM", "EVENTS_2", "event_stream", "EVENTS_2"),
+    "event-subject-prefix": (
+        "LEDGERLINE_EVENT_SUBJECT_PREFIX",
+        "acme.ledger",
+        "event_subject_prefix",
+        "acme.ledger",
+    ),
+    "order-ttl-seconds": ("LEDGERLINE_ORDER_TTL", "3600", "order_ttl", timedelta(hours=1)),
+    "order-ttl-minutes": ("LEDGERLINE_ORDER_TTL", "90m", "order_ttl", timedelta(minutes=90)),
+    "order-ttl-hours": ("LEDGERLINE_ORDER_TTL", "24h", "order_ttl", timedelta(hours=24)),
+    "order-ttl-days": ("LEDGERLINE_ORDER_TTL", "7d", "order_ttl", timedelta(days=7)),
+    "order-ttl-iso-8601": ("LEDGERLINE_ORDER_TTL", "PT2H30M", "order_ttl", timedelta(hours=2.5)),
+    "worker-port": ("LEDGERLINE_WORKER_PORT", "9001", "worker_port", 9001),
 }
 
 
@@ -109,6 +136,17 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "request-timeout-zero": ("LEDGERLINE_REQUEST_TIMEOUT_SECONDS", "0"),
     "request-timeout-not-a-number": ("LEDGERLINE_REQUEST_TIMEOUT_SECONDS", "soon"),
     "jwt-ttl-below-a-minute": ("LEDGERLINE_JWT_TTL_SECONDS", "59"),
+    "event-bus-http": ("LEDGERLINE_EVENT_BUS_URL", "http://bus:4222"),
+    "event-bus-no-scheme": ("LEDGERLINE_EVENT_BUS_URL", "bus:4222"),
+    "event-stream-with-a-dot": ("LEDGERLINE_EVENT_STREAM", "LEDGER.EVENTS"),
+    "event-subject-prefix-wildcard": ("LEDGERLINE_EVENT_SUBJECT_PREFIX", "ledger.>"),
+    "event-subject-prefix-empty-token": ("LEDGERLINE_EVENT_SUBJECT_PREFIX", "ledger..events"),
+    "order-ttl-zero": ("LEDGERLINE_ORDER_TTL", "0s"),
+    "order-ttl-over-a-year": ("LEDGERLINE_ORDER_TTL", "400d"),
+    "order-ttl-unknown-unit": ("LEDGERLINE_ORDER_TTL", "3w"),
+    "relay-max-attempts-zero": ("LEDGERLINE_RELAY_MAX_ATTEMPTS", "0"),
+    "relay-lease-under-a-second": ("LEDGERLINE_RELAY_LEASE_SECONDS", "0.5"),
+    "worker-port-zero": ("LEDGERLINE_WORKER_PORT", "0"),
 }
 
 

@@ -169,6 +169,25 @@ class PostgresOutboxStore:
         )
 
     @translated
+    async def requeue_dead(self, ids: Sequence[uuid.UUID] | None = None) -> int:
+        """Makes dead events (all, or those of ``ids``) pending again with
+        their attempts reset: an operator's retry once the cause is fixed."""
+        requeued = await self._db.fetchval(
+            """
+            WITH requeued AS (
+                UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = now(),
+                    last_error = NULL
+                WHERE state = 'dead' AND ($1::uuid[] IS NULL OR id = ANY($1::uuid[]))
+                RETURNING 1
+            )
+            SELECT count(*) FROM requeued
+            """,
+            None if ids is None else list(ids),
+            timeout=remaining(),
+        )
+        return int(requeued or 0)
+
+    @translated
     async def purge(self, older_than_seconds: float, batch: int, *, unpublished: bool) -> int:
         """Deletes up to ``batch`` events that occurred more than
         ``older_than_seconds`` ago: published ones only, or (with no bus to
