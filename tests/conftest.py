@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -92,38 +92,40 @@ async def database_url(pg_server_url: str, template_database: str) -> AsyncItera
         await _admin_execute(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _start_redis_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str] | None:
-    binary = shutil.which("redis-server")
+def _start_local_server(
+    name: str, args: Callable[[int], list[str]], scheme: str
+) -> tuple[subprocess.Popen[bytes], str] | None:
+    """The program ``name`` from PATH, listening on a free loopback port
+    (``args(port)`` tells it so), once it accepts connections; None when
+    it is not on PATH or does not come up."""
+    binary = shutil.which(name)
     if binary is None:
         return None
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [binary, *args(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return proc, url
+            return proc, f"{scheme}://127.0.0.1:{port}"
         time.sleep(0.05)
     proc.kill()
     return None
+
+
+def _start_redis_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    started = _start_local_server(
+        "redis-server",
+        lambda port: [
+            *("--port", str(port), "--bind", "127.0.0.1", "--save", ""),
+            *("--appendonly", "no", "--dir", str(tmp)),
+        ],
+        "redis",
+    )
+    return None if started is None else (started[0], f"{started[1]}/0")
 
 
 @pytest.fixture(scope="session")
@@ -148,24 +150,11 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
 
 
 def _start_nats_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str] | None:
-    binary = shutil.which("nats-server")
-    if binary is None:
-        return None
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    return _start_local_server(
+        "nats-server",
+        lambda port: ["-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp)],
+        "nats",
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return proc, f"nats://127.0.0.1:{port}"
-        time.sleep(0.05)
-    proc.kill()
-    return None
 
 
 @pytest.fixture(scope="session")

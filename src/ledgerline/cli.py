@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import sys
 import uuid
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -21,7 +21,9 @@ from ledgerline.main.serve import serve
 from ledgerline.main.worker import worker
 from ledgerline.platform.database import migrate as run_migrations
 from ledgerline.platform.logging import configure_logging
-from ledgerline.usecase.users import AdminResult, Registration
+from ledgerline.usecase.users import Registration
+
+_T = TypeVar("_T")
 
 cli = typer.Typer(
     name="ledgerline",
@@ -115,23 +117,14 @@ def create_admin(
         typer.echo("error: pass --password-stdin and give the password on standard input", err=True)
         raise typer.Exit(2)
     password = sys.stdin.readline().rstrip("\r\n")
-    settings = _settings()
-    with _config_errors():
-        runtime = prepare_runtime(settings, run_migrations=False)
+    request = Registration(email, password, name)
     try:
-        result = asyncio.run(_create_admin(settings, runtime, Registration(email, password, name)))
+        result = _on_core(_settings(), lambda core: core.users.create_admin(request))
     except DomainError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from exc
-    finally:
-        runtime.close()
     verb = "created admin" if result.created else "promoted existing user to admin"
     typer.echo(f"{verb} {result.user.email.value} ({result.user.id})")
-
-
-async def _create_admin(settings: Settings, runtime: Runtime, request: Registration) -> AdminResult:
-    async with Core(settings, runtime, with_payments=False) as core:
-        return await core.users.create_admin(request)
 
 
 @events_cli.command("tail")
@@ -142,15 +135,12 @@ def events_tail(
     ] = False,
 ) -> None:
     """Print the latest events of the outbox as CloudEvents JSON, one a line."""
-    settings = _settings()
-    with _config_errors():
-        runtime = prepare_runtime(settings, run_migrations=False)
-    try:
-        asyncio.run(_tail(settings, runtime, limit, follow))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        runtime.close()
+
+    async def tail(core: Core) -> None:
+        await tail_events(core, limit, follow=follow, poll_seconds=1.0, write=typer.echo)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _on_core(_settings(), tail)
 
 
 @events_cli.command("retry-dead")
@@ -161,26 +151,26 @@ def events_retry_dead(
     ] = None,
 ) -> None:
     """Make dead events pending again (attempts reset), once their cause is fixed."""
-    settings = _settings()
-    with _config_errors():
-        runtime = prepare_runtime(settings, run_migrations=False)
-    try:
-        count = asyncio.run(_retry_dead(settings, runtime, event_id))
-    finally:
-        runtime.close()
+    count = _on_core(_settings(), lambda core: core.outbox.requeue_dead(event_id))
     typer.echo(f"requeued {count} dead event{'' if count == 1 else 's'}")
 
 
-async def _retry_dead(settings: Settings, runtime: Runtime, ids: list[uuid.UUID] | None) -> int:
-    async with Core(settings, runtime, with_payments=False) as core:
-        return await core.outbox.requeue_dead(ids)
+def _on_core(settings: Settings, work: Callable[[Core], Awaitable[_T]]) -> _T:
+    """Runs ``work`` on a core of its own (without the payments' lock
+    service), on the embedded database when none is configured."""
+    with _config_errors():
+        runtime = prepare_runtime(settings, run_migrations=False)
+    try:
+        return asyncio.run(_with_core(settings, runtime, work))
+    finally:
+        runtime.close()
 
 
-async def _tail(settings: Settings, runtime: Runtime, limit: int, follow: bool) -> None:
+async def _with_core(
+    settings: Settings, runtime: Runtime, work: Callable[[Core], Awaitable[_T]]
+) -> _T:
     async with Core(settings, runtime, with_payments=False) as core:
-        await tail_events(
-            core, limit, follow=follow, poll_seconds=1.0, write=lambda line: typer.echo(line)
-        )
+        return await work(core)
 
 
 def main() -> None:

@@ -49,6 +49,24 @@ def clean_env(**values: str) -> dict[str, str]:
     return env
 
 
+def wait_healthz(
+    proc: subprocess.Popen[bytes], base_url: str, log: Path, timeout: float = 60
+) -> None:
+    """Until ``base_url``/healthz answers 200; fails, with the process's
+    log, if the process exits first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the process exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the process did not become healthy:\n{log.read_text()}")
+
+
 class Service:
     def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path, grpc_port: int) -> None:
         self.proc = proc
@@ -58,17 +76,7 @@ class Service:
         self.grpc_target = f"127.0.0.1:{grpc_port}"
 
     def wait_healthy(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"service exited early:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"service did not become healthy:\n{self.log.read_text()}")
+        wait_healthz(self.proc, self.base_url, self.log, timeout)
 
     def terminate(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
@@ -117,17 +125,7 @@ class Worker:
         self.base_url = f"http://127.0.0.1:{port}"
 
     def wait_listening(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited early:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"worker did not come up:\n{self.log.read_text()}")
+        wait_healthz(self.proc, self.base_url, self.log, timeout)
 
     def readiness(self) -> httpx.Response:
         return httpx.get(f"{self.base_url}/readyz", timeout=5)

@@ -9,7 +9,7 @@ import asyncio
 import itertools
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -35,15 +35,6 @@ class StartWorker(Protocol):
     def __call__(self, **env: str) -> Worker: ...
 
 
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
 async def _until(done: Callable[[], Awaitable[bool]], timeout: float = 60) -> None:  # noqa: ASYNC109
     async with asyncio.timeout(timeout):
         while not await done():  # noqa: ASYNC110 - polling processes and a database
@@ -53,6 +44,10 @@ async def _until(done: Callable[[], Awaitable[bool]], timeout: float = 60) -> No
 async def _all_published(pool: asyncpg.Pool) -> bool:
     left = await pool.fetchval("SELECT count(*) FROM outbox WHERE state <> 'published'")
     return bool(left == 0)
+
+
+async def _holds_at_least(bus: Bus, count: int) -> bool:
+    return await bus.count() >= count
 
 
 async def _record(pool: asyncpg.Pool, aggregates: int, each: int) -> int:
@@ -217,11 +212,7 @@ async def test_a_worker_killed_mid_relay_is_followed_by_one_that_delivers_every_
         database_url, bus, LEDGERLINE_RELAY_LEASE_SECONDS="2", LEDGERLINE_RELAY_BATCH_SIZE="20"
     )
     first = await asyncio.to_thread(start_worker, **env)
-
-    async def some_sent() -> bool:
-        return await bus.count() >= 300
-
-    await _until(some_sent)
+    await _until(lambda: _holds_at_least(bus, 300))
     await asyncio.to_thread(first.kill)
     assert 0 < await bus.count() < total
 
@@ -241,11 +232,7 @@ async def test_sigterm_mid_relay_exits_0_within_the_deadline_losing_and_repeatin
         LEDGERLINE_SHUTDOWN_TIMEOUT_SECONDS="10",
     )
     worker = await asyncio.to_thread(start_worker, **env)
-
-    async def some_sent() -> bool:
-        return await bus.count() >= 300
-
-    await _until(some_sent)
+    await _until(lambda: _holds_at_least(bus, 300))
     started = time.monotonic()
     code = await asyncio.to_thread(worker.terminate)
     took = time.monotonic() - started

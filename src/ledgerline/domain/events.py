@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from ledgerline.domain.ledger import Credit
 from ledgerline.domain.order import Order
@@ -112,25 +112,24 @@ class OrderCreated(_OrderEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class OrderPaid(_OrderEvent):
-    TYPE: ClassVar[str] = "order.paid"
+class _OrderTransferEvent(_OrderEvent):
+    """The order's money moved, by the ledger transfer ``transfer_id``."""
 
     transfer_id: uuid.UUID
 
     @classmethod
-    def of(cls, order: Order, transfer_id: uuid.UUID) -> OrderPaid:
+    def of(cls, order: Order, transfer_id: uuid.UUID) -> Self:
         return cls(occurred_at=order.updated_at, transfer_id=transfer_id, **_parties(order))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class OrderRefunded(_OrderEvent):
+class OrderPaid(_OrderTransferEvent):
+    TYPE: ClassVar[str] = "order.paid"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderRefunded(_OrderTransferEvent):
     TYPE: ClassVar[str] = "order.refunded"
-
-    transfer_id: uuid.UUID
-
-    @classmethod
-    def of(cls, order: Order, transfer_id: uuid.UUID) -> OrderRefunded:
-        return cls(occurred_at=order.updated_at, transfer_id=transfer_id, **_parties(order))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
