@@ -116,6 +116,29 @@ def _start_local_server(
     return None
 
 
+def _configured_or_started(
+    variable: str,
+    start: Callable[[Path], tuple[subprocess.Popen[bytes], str] | None],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str | None]:
+    """The URL in ``variable`` when set; else that of a server started for
+    the session (stopped after it), or None when none could be started."""
+    configured = os.environ.get(variable)
+    if configured:
+        yield configured
+        return
+    started = start(tmp_path_factory.mktemp(variable.lower()))
+    if started is None:
+        yield None
+        return
+    proc, url = started
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def _start_redis_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str] | None:
     started = _start_local_server(
         "redis-server",
@@ -133,20 +156,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
     """LEDGERLINE_TEST_REDIS_URL when set, else a redis-server this session
     starts (when one is on PATH), else None: Redis-backed cases then skip,
     saying why, and the PostgreSQL lock adapter is tested alone."""
-    configured = os.environ.get(TEST_REDIS_ENV)
-    if configured:
-        yield configured
-        return
-    started = _start_redis_server(tmp_path_factory.mktemp("redis"))
-    if started is None:
-        yield None
-        return
-    proc, url = started
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    yield from _configured_or_started(TEST_REDIS_ENV, _start_redis_server, tmp_path_factory)
 
 
 def _start_nats_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str] | None:
@@ -163,20 +173,7 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
     `nats-server -js` this session starts (when one is on PATH), else None:
     the tests that need the bus then skip, saying why. Each test works in a
     stream and subjects of its own."""
-    configured = os.environ.get(TEST_NATS_ENV)
-    if configured:
-        yield configured
-        return
-    started = _start_nats_server(tmp_path_factory.mktemp("nats"))
-    if started is None:
-        yield None
-        return
-    proc, url = started
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    yield from _configured_or_started(TEST_NATS_ENV, _start_nats_server, tmp_path_factory)
 
 
 def require_nats(nats_url: str | None) -> str:
