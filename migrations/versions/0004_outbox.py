@@ -51,7 +51,9 @@ def upgrade() -> None:
         )
         """
     )
-    # What the relay reads: each aggregate's unpublished events, in order.
+    # What the relay reads: the pending events, oldest first, and for each
+    # whether its aggregate has an earlier one still unpublished.
+    op.execute("CREATE INDEX ix_outbox_pending_seq ON outbox (seq) WHERE state = 'pending'")
     op.execute(
         "CREATE INDEX ix_outbox_unpublished ON outbox (aggregate_type, aggregate_id, version) "
         "WHERE state <> 'published'"

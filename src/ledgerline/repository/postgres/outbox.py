@@ -39,19 +39,23 @@ _EVENT_COLUMNS = (
 # due and not claimed can be claimed (locked, SKIP LOCKED: two relays never
 # take one), and with it the aggregate's next events, up to $2 of them.
 # Nothing is read "after a cursor", so an event that commits late (with an
-# early seq) is still found. A dead lead holds its aggregate back.
+# early seq) is still found. A dead lead holds its aggregate back. Leads are
+# found walking the pending events oldest first and stopping at $1 of them,
+# each checked by one probe of the unpublished index: a claim costs about
+# the same with a backlog of a million events as with none.
 _CLAIM = f"""
-WITH leads AS (
-    SELECT DISTINCT ON (aggregate_type, aggregate_id) id
-    FROM outbox
-    WHERE state <> 'published'
-    ORDER BY aggregate_type, aggregate_id, version
-),
-ready AS (
+WITH ready AS (
     SELECT o.aggregate_type, o.aggregate_id, o.version
-    FROM outbox o JOIN leads ON leads.id = o.id
+    FROM outbox o
     WHERE o.state = 'pending' AND o.next_attempt_at <= now()
       AND (o.claimed_until IS NULL OR o.claimed_until <= now())
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox earlier
+          WHERE earlier.aggregate_type = o.aggregate_type
+            AND earlier.aggregate_id = o.aggregate_id
+            AND earlier.version < o.version
+            AND earlier.state <> 'published'
+      )
     ORDER BY o.seq
     LIMIT $1
     FOR UPDATE OF o SKIP LOCKED
@@ -217,11 +221,12 @@ class PostgresOutboxStore:
     async def stats(self) -> OutboxStats:
         row = await self._db.fetchrow(
             """
-            SELECT count(*) FILTER (WHERE state = 'pending') AS pending,
-                   count(*) FILTER (WHERE state = 'dead') AS dead,
-                   coalesce(extract(epoch FROM now() - min(occurred_at)
-                       FILTER (WHERE state = 'pending')), 0)::float8 AS lag
-            FROM outbox WHERE state <> 'published'
+            SELECT (SELECT count(*) FROM outbox WHERE state = 'pending') AS pending,
+                   (SELECT count(*) FROM outbox WHERE state = 'dead') AS dead,
+                   coalesce(extract(epoch FROM now() - (
+                       SELECT occurred_at FROM outbox WHERE state = 'pending'
+                       ORDER BY seq LIMIT 1
+                   )), 0)::float8 AS lag
             """,
             timeout=remaining(),
         )
