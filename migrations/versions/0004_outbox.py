@@ -51,13 +51,9 @@ def upgrade() -> None:
         )
         """
     )
-    # What the relay reads: the pending events, oldest first, and for each
-    # whether its aggregate has an earlier one still unpublished.
+    # What the relay walks: the pending events, oldest first (whether the
+    # event before each is published, it asks uq_outbox_aggregate_version).
     op.execute("CREATE INDEX ix_outbox_pending_seq ON outbox (seq) WHERE state = 'pending'")
-    op.execute(
-        "CREATE INDEX ix_outbox_unpublished ON outbox (aggregate_type, aggregate_id, version) "
-        "WHERE state <> 'published'"
-    )
     # What the purge reads: published rows, oldest first.
     op.execute(
         "CREATE INDEX ix_outbox_published ON outbox (published_at) WHERE state = 'published'"
