@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -361,3 +362,23 @@ async def test_without_a_bus_the_worker_expires_orders_and_the_events_wait_for_t
     assert {e.get_subject() for e in events} == {f"orders/{order}"}
     assert [e.get_extension("aggregateversion") for e in events] == [1, 2]
     assert await asyncio.to_thread(worker.terminate) == 0
+
+
+@pytest.mark.parametrize(
+    ("command", "variable"),
+    [("worker", "LEDGERLINE_WORKER_PORT"), ("serve", "LEDGERLINE_HTTP_PORT")],
+    ids=["worker", "serve"],
+)
+async def test_a_port_already_taken_stops_the_command_naming_its_variable(
+    database_url: str, command: str, variable: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        ran = await asyncio.to_thread(
+            _cli, command, env={"LEDGERLINE_DATABASE_URL": database_url, variable: port}
+        )
+
+    assert ran.returncode == 2
+    assert f"configuration error: {variable}: cannot listen on 127.0.0.1:{port}" in ran.stderr

@@ -53,7 +53,7 @@ def serve(settings: Settings, processes: int) -> int:
         grpc_guard.close()
         raise
     try:
-        sock = bind_socket(settings.http_host, settings.http_port)
+        sock = listen(settings.http_host, settings.http_port, "LEDGERLINE_HTTP_PORT")
         try:
             args = (settings, runtime.database_url, runtime.jwt_secret, sock)
             if processes == 1:
@@ -66,6 +66,15 @@ def serve(settings: Settings, processes: int) -> int:
     finally:
         grpc_guard.close()
         runtime.close()
+
+
+def listen(host: str, port: int, variable: str) -> socket.socket:
+    """A listening socket on the configured address; one the address is
+    taken for, or cannot be had, is a configuration error naming ``variable``."""
+    try:
+        return bind_socket(host, port)
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
 def serving_process_main(

@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 
 import uvloop
 
 from ledgerline.config import Settings
 from ledgerline.delivery.http.app import create_operations_app
-from ledgerline.delivery.http.server import HTTPServer, bind_socket
+from ledgerline.delivery.http.server import HTTPServer
 from ledgerline.delivery.worker.jobs import RelayLoop, ScheduledJob, Scheduler
 from ledgerline.main.core import Core, start_unless_stopped
 from ledgerline.main.runtime import prepare_runtime
-from ledgerline.main.serve import connection_limits
+from ledgerline.main.serve import connection_limits, listen
 from ledgerline.platform.eventbus import EventBusSettings, NatsEventBus
 from ledgerline.platform.health import Readiness
 from ledgerline.platform.logging import get_logger
@@ -44,12 +45,16 @@ OUTBOX_STATS_INTERVAL_SECONDS = 5.0
 
 def worker(settings: Settings) -> int:
     """Runs the worker until SIGTERM or SIGINT; returns the exit code."""
-    runtime = prepare_runtime(settings, run_migrations=False)
+    sock = listen(settings.http_host, settings.worker_port, "LEDGERLINE_WORKER_PORT")
     try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(run_worker(Core(settings, runtime)))
+        runtime = prepare_runtime(settings, run_migrations=False)
+        try:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(run_worker(Core(settings, runtime), sock))
+        finally:
+            runtime.close()
     finally:
-        runtime.close()
+        sock.close()
 
 
 def relay_settings(settings: Settings) -> RelaySettings:
@@ -107,9 +112,9 @@ def scheduled_jobs(core: Core, metrics: WorkerMetrics) -> list[ScheduledJob]:
     ]
 
 
-async def run_worker(core: Core, *, port: int | None = None) -> int:
-    """The worker over ``core`` (started here, stopped on the way out),
-    its health port on ``port`` (default: the configured one; 0 picks one)."""
+async def run_worker(core: Core, sock: socket.socket) -> int:
+    """The worker over ``core`` (started here, stopped on the way out), its
+    health port listening on ``sock``."""
     log = get_logger("ledgerline.worker")
     settings = core.settings
     stop = asyncio.Event()
@@ -129,7 +134,6 @@ async def run_worker(core: Core, *, port: int | None = None) -> int:
         metrics.watch_bus(lambda: bus.duplicates)
     pool = WorkerPool("jobs", JOB_POOL_SIZE)
     metrics.watch_pool(pool.name, pool.size, lambda: pool.busy, lambda: pool.queued)
-    sock = bind_socket(settings.http_host, settings.worker_port if port is None else port)
     server = HTTPServer(
         create_operations_app(
             readiness, http_metrics, get_logger("ledgerline.http"), settings.request_timeout_seconds
@@ -164,7 +168,6 @@ async def run_worker(core: Core, *, port: int | None = None) -> int:
         if bus is not None:
             await bus.close()
         await core.stop()
-        sock.close()
     log.info("stopped")
     return 0
 
