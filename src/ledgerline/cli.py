@@ -1,4 +1,4 @@
-"""The `ledgerline` command: serve, migrate, users create-admin."""
+"""The `ledgerline` command: serve, migrate, users create-admin, import users."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,10 +14,12 @@ import typer
 from ledgerline.config import ConfigError, Settings, load_settings
 from ledgerline.domain.errors import DomainError
 from ledgerline.main.core import Core
+from ledgerline.main.importer import DEFAULT_BATCH_ROWS, ImportFailedError, InputError, import_users
 from ledgerline.main.runtime import Runtime, prepare_runtime
 from ledgerline.main.serve import serve
 from ledgerline.platform.database import migrate as run_migrations
 from ledgerline.platform.logging import configure_logging
+from ledgerline.usecase.user_import import ImportTally
 from ledgerline.usecase.users import AdminResult, Registration
 
 cli = typer.Typer(
@@ -111,6 +114,58 @@ def create_admin(
 async def _create_admin(settings: Settings, runtime: Runtime, request: Registration) -> AdminResult:
     async with Core(settings, runtime, with_payments=False) as core:
         return await core.users.create_admin(request)
+
+
+import_cli = typer.Typer(help="Bulk-load data.", no_args_is_help=True)
+cli.add_typer(import_cli, name="import")
+
+
+@import_cli.command("users")
+def import_users_command(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="CSV with a header row, or .jsonl."
+        ),
+    ],
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="Rows per transaction.")
+    ] = DEFAULT_BATCH_ROWS,
+) -> None:
+    """Bulk-load users (email, name, and password or password_hash) from FILE.
+
+    Emails that exist already are skipped; rejected rows go to FILE.rejects.csv
+    with their line and the reason. Interrupted (Ctrl-C, SIGTERM), the batches
+    committed stay, and running it again skips them."""
+    settings = _settings()
+    try:
+        with _config_errors():
+            result = import_users(settings, file, batch_rows=batch_size)
+    except InputError as exc:
+        typer.echo(f"error: {file}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except ImportFailedError as exc:
+        done = "nothing was imported"
+        if exc.tally.rows:
+            _report(exc.tally)
+            done = f"the rows up to line {exc.tally.last_line} are done (committed)"
+        typer.echo(f"error: the import stopped: {exc} ({done})", err=True)
+        raise typer.Exit(1) from exc
+    _report(result.tally)
+    if result.tally.rejected:
+        typer.echo(f"rejected rows are listed in {result.rejects}", err=True)
+    if result.interrupted_by is not None:
+        typer.echo(
+            f"interrupted by {result.interrupted_by.name}: the rows up to line "
+            f"{result.tally.last_line} of {file} are done (committed); run the import "
+            "again to do the rest",
+            err=True,
+        )
+        raise typer.Exit(128 + result.interrupted_by.value)
+
+
+def _report(tally: ImportTally) -> None:
+    typer.echo(f"imported {tally.imported}, skipped {tally.skipped}, rejected {tally.rejected}")
 
 
 def main() -> None:
