@@ -168,8 +168,8 @@ def time_ordered_ids() -> Iterator[str]:
     """New user ids: UUIDv7 (RFC 9562), a millisecond timestamp then 74
     random bits, as 32 hex digits. Ids that grow with time go in at the end
     of the users' primary key, and of the outbox's indexes keyed by the
-    user's id, instead of all over them: a million users load in well under
-    two thirds of the time they take with uuid4's random ids (bench/README.md).
+    user's id, instead of all over them: a million users load in about two
+    thirds of the time they take with uuid4's random ids (bench/README.md).
     Random bits are drawn from os.urandom for a thousand ids at a time."""
     while True:
         pool = os.urandom(10 * 1024)
