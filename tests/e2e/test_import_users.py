@@ -122,6 +122,26 @@ def test_a_database_that_does_not_answer_stops_the_import_with_one_line(tmp_path
     assert not (tmp_path / "users.csv.rejects.csv").exists()
 
 
+async def test_a_file_whose_rejects_cannot_be_written_is_refused(
+    database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "users.csv"
+    path.write_text(f'email,name,password_hash\nada@example.com,Ada,"{HASH}"\n')
+    (tmp_path / "users.csv.rejects.csv").mkdir()  # a directory where the file would go
+
+    result = await asyncio.to_thread(_import, path, LEDGERLINE_DATABASE_URL=database_url)
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: {path}: cannot write the rejects file {path}.rejects.csv: Is a directory"
+    )
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM users") == 0
+    finally:
+        await conn.close()
+
+
 ROWS = 150_000
 
 

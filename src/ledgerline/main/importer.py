@@ -142,7 +142,12 @@ async def run_import(
     except Exception as exc:  # the database does not answer, or refuses us
         threads.shutdown()
         raise ImportFailedError(ImportTally(), exc) from exc
-    rejects = RejectsFile(rejects_path(file.path))
+    try:
+        rejects = RejectsFile(rejects_path(file.path))
+    except InputError:
+        threads.shutdown()
+        await pool.close()
+        raise
     progress = import_progress(file.path.name, file.size)
     params = Argon2Params(
         settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism

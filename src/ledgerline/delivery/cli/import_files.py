@@ -46,7 +46,8 @@ class InputFormat(enum.StrEnum):
 
 
 class InputError(Exception):
-    """The file cannot be imported at all (its header, its encoding)."""
+    """The file cannot be imported at all (its header, its encoding, no
+    place for its rejects)."""
 
 
 def rejects_path(path: Path) -> Path:
@@ -294,7 +295,10 @@ class RejectsFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = path.open("w", encoding="utf-8", newline="")
+        try:
+            self._file = path.open("w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise InputError(f"cannot write the rejects file {path}: {exc.strerror}") from None
         self._writer = csv.writer(self._file)
         self._writer.writerow(("line", "reason"))
         self._file.flush()
