@@ -198,6 +198,8 @@ NOT_ARGON2ID = {
     "no-version": _argon2id(1, 8, 1, 16, 32).replace("$v=19$", "$"),
     "memory-below-8-kib-per-lane": "$argon2id$v=19$m=8,t=1,p=2$c2FsdHNhbHQ$aGFzaGhhc2g",
     "zero-iterations": "$argon2id$v=19$m=8,t=0,p=1$c2FsdHNhbHQ$aGFzaGhhc2g",
+    "memory-past-32-bits": "$argon2id$v=19$m=4294967296,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g",
+    "lanes-past-24-bits": "$argon2id$v=19$m=999999999,t=1,p=16777216$c2FsdHNhbHQ$aGFzaGhhc2g",
     "params-out-of-order": "$argon2id$v=19$t=1,m=8,p=1$c2FsdHNhbHQ$aGFzaGhhc2g",
     "salt-too-short": "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaGhhc2g",
     "padded-base64": "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ=$aGFzaGhhc2g",

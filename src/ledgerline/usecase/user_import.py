@@ -55,9 +55,17 @@ def check_password_hash(raw: str) -> str:
 
 
 def _is_phc(match: re.Match[str]) -> bool:
-    memory, lanes = int(match[1]), int(match[3])
-    # Argon2 needs 8 KiB of memory per lane; unpadded base64 is never 1 past a multiple of 4.
-    return memory >= 8 * lanes and len(match[4]) % 4 != 1 and len(match[5]) % 4 != 1
+    memory, iterations, lanes = int(match[1]), int(match[2]), int(match[3])
+    # Argon2's bounds (RFC 9106): 8 KiB of memory per lane, 32-bit memory
+    # and iterations, 24-bit lanes; unpadded base64 is never 1 past a
+    # multiple of 4 long.
+    return (
+        8 * lanes <= memory < 2**32
+        and iterations < 2**32
+        and lanes < 2**24
+        and len(match[4]) % 4 != 1
+        and len(match[5]) % 4 != 1
+    )
 
 
 @dataclass(frozen=True, slots=True)
