@@ -20,7 +20,13 @@ import pytest
 
 from ledgerline.domain.events import UserRegistered
 from ledgerline.main.core import Core
-from ledgerline.main.importer import ImportFile, ImportResult, run_import, worker_processes
+from ledgerline.main.importer import (
+    ImportFailedError,
+    ImportFile,
+    ImportResult,
+    run_import,
+    worker_processes,
+)
 from ledgerline.repository.postgres.users import PostgresUserRepository
 from ledgerline.usecase.users import Registration
 from tests.integration.conftest import PASSWORD, cheap_settings
@@ -245,3 +251,34 @@ async def test_a_second_run_skips_everything_the_first_imported(
     assert await pool.fetch("SELECT id FROM users ORDER BY id") == ids
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 20
     assert all(isinstance(row["id"], uuid.UUID) and row["id"].version == 7 for row in ids)
+
+
+async def test_a_batch_that_fails_stops_the_run_and_the_batches_before_it_stay(
+    pool: asyncpg.Pool, database_url: str, processes: ProcessPoolExecutor, tmp_path: Path
+) -> None:
+    # This test's own database refuses one user, as a database in trouble
+    # might refuse a batch.
+    await pool.execute(
+        "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.email_key = 'boom@example.com' THEN RAISE EXCEPTION 'boom refused'; END IF;"
+        " RETURN NEW; END $$"
+    )
+    await pool.execute(
+        "CREATE TRIGGER refuse_boom BEFORE INSERT ON users FOR EACH ROW"
+        " EXECUTE FUNCTION refuse_boom()"
+    )
+    emails = [f"user{i}@example.com" for i in range(30)]
+    emails[13] = "boom@example.com"  # line 15, in the fifth batch (lines 14 to 16)
+    path = tmp_path / "users.csv"
+    path.write_text(
+        "\n".join(_csv(("email", "name", "password_hash"), *((e, "U", HASH) for e in emails)))
+        + "\n"
+    )
+
+    with pytest.raises(ImportFailedError, match="boom refused") as failed:
+        await _import(database_url, path, processes)
+
+    tally = failed.value.tally
+    assert (tally.imported, tally.skipped, tally.rejected, tally.last_line) == (12, 0, 0, 13)
+    assert set(await _users(pool)) == set(emails[:12])
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 12

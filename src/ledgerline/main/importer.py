@@ -189,15 +189,22 @@ async def run_import(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop, signum)
     try:
+        failure: Exception | None = None
         try:
             await run
         except asyncio.CancelledError:
             if not received:
                 raise
-        # The batches being loaded commit (or, after a second signal, roll back).
-        await importer.settle()
-    except Exception as exc:
-        raise ImportFailedError(importer.tally, exc) from exc
+        except Exception as exc:  # noqa: BLE001 - reported below, once the loads end
+            failure = exc
+        # Whatever stopped the pipeline, the batches being loaded commit (or,
+        # after a second signal, roll back), so the tally is exact.
+        try:
+            await importer.settle()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failure = failure or exc
+        if failure is not None:
+            raise ImportFailedError(importer.tally, failure) from failure
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
