@@ -129,7 +129,7 @@ def import_users_command(
         ),
     ],
     batch_size: Annotated[
-        int, typer.Option(min=1, max=1_000_000, help="Rows per transaction.")
+        int, typer.Option(min=1, max=1_000_000, help="Rows per transaction (about).")
     ] = DEFAULT_BATCH_ROWS,
 ) -> None:
     """Bulk-load users (email, name, and password or password_hash) from FILE.
@@ -155,10 +155,12 @@ def import_users_command(
     if result.tally.rejected:
         typer.echo(f"rejected rows are listed in {result.rejects}", err=True)
     if result.interrupted_by is not None:
+        done = "no batch was committed"
+        if result.tally.rows:
+            done = f"the rows up to line {result.tally.last_line} of {file} are done (committed)"
         typer.echo(
-            f"interrupted by {result.interrupted_by.name}: the rows up to line "
-            f"{result.tally.last_line} of {file} are done (committed); run the import "
-            "again to do the rest",
+            f"interrupted by {result.interrupted_by.name}: {done}; run the import again "
+            "to do the rest",
             err=True,
         )
         raise typer.Exit(128 + result.interrupted_by.value)
