@@ -10,12 +10,13 @@ copies together on commit."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import itertools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -26,6 +27,7 @@ from ledgerline.domain.errors import (
     FailedPreconditionError,
     InsufficientFundsError,
     InvalidArgumentError,
+    UnavailableError,
 )
 from ledgerline.domain.events import (
     BusUnavailableError,
@@ -37,6 +39,7 @@ from ledgerline.domain.events import (
 from ledgerline.domain.idempotency import IdempotencyRecord
 from ledgerline.domain.ledger import Balance, EntryPage, LedgerEntry, Transfer, TransferKind
 from ledgerline.domain.order import Order, OrderId, OrderStatus
+from ledgerline.domain.ports import NewUserRow
 from ledgerline.domain.user import Email, User, UserId
 
 
@@ -93,6 +96,59 @@ class InMemoryUsers:
 
     def adopt(self, other: InMemoryUsers) -> None:
         self.rows = other.rows
+
+
+@dataclass
+class InMemoryUserImportSink:
+    """The bulk loader: users by email key (the first of a load's rows with
+    a key wins, by position), each load all or nothing, committed in the
+    order commit_after imposes. It holds the use case to its promise that
+    two loads in flight never share an email (in the database, the later
+    would wait for the earlier's commit while the earlier waits for it).
+    ``fail_load`` (1-based) makes that load fail before its commit;
+    ``work_seconds`` says how long each load works before it may commit
+    (by call, 1-based; 0 when not listed)."""
+
+    users: dict[str, NewUserRow] = field(default_factory=dict)
+    created_at: dict[str, datetime] = field(default_factory=dict)
+    commits: list[list[NewUserRow]] = field(default_factory=list)
+    fail_load: int | None = None
+    work_seconds: dict[int, float] = field(default_factory=dict)
+    calls: int = 0
+    _in_flight: list[set[str]] = field(default_factory=list)
+
+    async def load(
+        self,
+        users: Sequence[NewUserRow],
+        at: datetime,
+        *,
+        commit_after: Callable[[], Awaitable[None]] | None = None,
+    ) -> tuple[int, int]:
+        self.calls += 1
+        call = self.calls
+        keys = {user[3] for user in users}
+        for other in self._in_flight:
+            assert not keys & other, f"two loads in flight share {sorted(keys & other)}"
+        self._in_flight.append(keys)
+        try:
+            await asyncio.sleep(self.work_seconds.get(call, 0))  # others may start meanwhile
+            if commit_after is not None:
+                await commit_after()
+            if call == self.fail_load:
+                raise UnavailableError("the database is unavailable")
+            added: list[NewUserRow] = []
+            taken = set(self.users)
+            for user in sorted(users):  # by position
+                if user[3] not in taken:
+                    taken.add(user[3])
+                    added.append(user)
+        finally:
+            self._in_flight.remove(keys)
+        for user in added:
+            self.users[user[3]] = user
+            self.created_at[user[3]] = at
+        self.commits.append(added)
+        return len(added), len(users) - len(added)
 
 
 @dataclass

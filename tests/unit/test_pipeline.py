@@ -146,3 +146,101 @@ async def test_cancelling_the_run_reaches_every_stage() -> None:
 def test_a_pipeline_that_cannot_run_is_refused(build: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()  # type: ignore[operator]
+
+
+async def test_an_ordered_stage_hands_results_on_in_the_items_order() -> None:
+    out: list[int] = []
+    running: list[int] = []
+    most_at_once = 0
+
+    async def uneven_double(x: int) -> int:
+        nonlocal most_at_once
+        running.append(x)
+        most_at_once = max(most_at_once, len(running))
+        await asyncio.sleep(0.001 * ((7 * x) % 5))  # later items often finish first
+        running.remove(x)
+        return 2 * x
+
+    async def sink(x: int) -> None:
+        out.append(x)
+
+    await (
+        Pipeline("t", capacity=2).map(uneven_double, workers=4, ordered=True).run(numbers(60), sink)
+    )
+    assert out == [2 * i for i in range(60)]
+    assert most_at_once == 4
+
+
+async def test_an_ordered_stage_takes_in_no_more_than_its_workers_behind_a_slow_item() -> None:
+    started: list[int] = []
+    release = asyncio.Event()
+
+    async def first_is_slow(x: int) -> int | None:
+        started.append(x)
+        if x == 0:
+            await release.wait()
+        return x if x % 2 == 0 else None  # a filter, as a plain map's
+
+    out: list[int] = []
+
+    async def sink(x: int) -> None:
+        out.append(x)
+
+    run = asyncio.create_task(
+        Pipeline("t", capacity=1).map(first_is_slow, workers=3, ordered=True).run(numbers(20), sink)
+    )
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert started == [0, 1, 2]  # the rest wait for item 0's result to be handed on
+    assert out == []
+    release.set()
+    await run
+    assert out == list(range(0, 20, 2))
+
+
+async def test_an_error_in_an_ordered_stage_cancels_the_items_in_flight() -> None:
+    cancelled: list[int] = []
+
+    async def fails_at_three(x: int) -> int:
+        if x == 3:
+            raise ValueError("bad item 3")
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(x)
+            raise
+        return x
+
+    async def sink(x: int) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="bad item 3"):
+        await Pipeline("t").map(fails_at_three, workers=4, ordered=True).run(numbers(10), sink)
+    assert sorted(cancelled) == [0, 1, 2]
+
+
+async def test_cancelling_the_run_reaches_an_ordered_stages_items() -> None:
+    stopped: list[int] = []
+    started = asyncio.Event()
+
+    async def step(x: int) -> int:
+        try:
+            if x == 1:
+                started.set()
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            stopped.append(x)
+            raise
+        return x
+
+    async def sink(x: int) -> None:
+        return None
+
+    run = asyncio.create_task(
+        Pipeline("t").map(step, workers=2, ordered=True).run(numbers(10), sink)
+    )
+    await started.wait()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert sorted(stopped) == [0, 1]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
@@ -47,6 +47,29 @@ class UserRepository(Protocol):
     async def get_by_email(self, email: Email) -> User | None: ...
 
     async def set_admin(self, user_id: UserId, is_admin: bool, at: datetime) -> None: ...
+
+
+# A new user as a bulk import carries it: (position, id, email, email_key,
+# name, password_hash); the position is where it stood in the input (its
+# line), which decides between two users with one email key. A plain tuple:
+# an import carries millions of them between processes and into COPY.
+NewUserRow = tuple[int, str, str, str, str, str]
+
+
+class UserImportSink(Protocol):
+    async def load(
+        self,
+        users: Sequence[NewUserRow],
+        at: datetime,
+        *,
+        commit_after: Callable[[], Awaitable[None]] | None = None,
+    ) -> tuple[int, int]:
+        """In one transaction, adds each of ``users`` whose email key is
+        not taken (nor by one before it in position order), created at
+        ``at``, with its UserRegistered event; returns (added, skipped).
+        ``commit_after`` is awaited before the COMMIT: batches loaded at
+        once can commit in order. A failure or a cancellation before the
+        COMMIT adds none; a COMMIT sent is seen to its end."""
 
 
 class OrderRepository(Protocol):

@@ -12,16 +12,17 @@ import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import psutil
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from asyncpg.pool import PoolConnectionProxy
 
 from ledgerline.platform.deadline import expired, remaining
 from ledgerline.platform.logging import get_logger
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
@@ -36,6 +37,10 @@ def migrations_dir() -> Path:
 
 
 def alembic_config(database_url: str) -> AlembicConfig:
+    # Alembic (and SQLAlchemy under it) takes most of a second to import:
+    # only the processes that migrate pay for it.
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url))
@@ -60,11 +65,15 @@ _alembic_lock = threading.Lock()
 def migrate(database_url: str, revision: str = "head") -> None:
     """Brings the schema to ``revision``. Blocking: call it from a thread or
     before the event loop starts. Safe to run concurrently."""
+    from alembic import command  # see alembic_config
+
     with _alembic_lock:
         command.upgrade(alembic_config(database_url), revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
+    from alembic import command  # see alembic_config
+
     with _alembic_lock:
         command.downgrade(alembic_config(database_url), revision)
 

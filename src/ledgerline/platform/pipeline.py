@@ -9,7 +9,10 @@ cancellation anywhere stops every stage.
     await pipeline.run(read_rows(path), load_batch)
 
 A ``map`` function returning None drops the item (a filter). With more than
-one worker a stage may reorder items; with one it keeps their order.
+one worker a stage may reorder items; with one it keeps their order, and so
+does ``map(step, workers=N, ordered=True)``: N items are worked on at once
+(say, in a process pool) and their results handed on in the order the items
+came, as Go's ordered fan-out does it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ _END = _End()
 class _Map:
     step: Step
     workers: int
+    ordered: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +53,14 @@ class Pipeline:
         self._capacity = capacity
         self._stages: list[_Map | _Batch] = []
 
-    def map(self, step: Step, *, workers: int = 1) -> Pipeline:
+    def map(self, step: Step, *, workers: int = 1, ordered: bool = False) -> Pipeline:
+        """Runs ``step`` on each item, ``workers`` at once. ``ordered``: the
+        results are handed on in the items' order; a slow item holds back
+        the ones after it, and at most ``workers`` items are taken in (being
+        worked on, or done and waiting their turn) meanwhile."""
         if workers < 1:
             raise ValueError("a stage needs at least one worker")
-        self._stages.append(_Map(step, workers))
+        self._stages.append(_Map(step, workers, ordered))
         return self
 
     def batch(self, size: int) -> Pipeline:
@@ -79,7 +87,8 @@ class Pipeline:
             for i, stage in enumerate(self._stages):
                 inbox, outbox = queues[i], queues[i + 1]
                 if isinstance(stage, _Map):
-                    group.create_task(self._map(stage, inbox, outbox), name=f"{self.name}-{i}")
+                    run = self._ordered_map if stage.ordered else self._map
+                    group.create_task(run(stage, inbox, outbox), name=f"{self.name}-{i}")
                 else:
                     group.create_task(
                         self._batch(stage.size, inbox, outbox), name=f"{self.name}-{i}"
@@ -118,6 +127,32 @@ class Pipeline:
         await outbox.put(_END)
 
     @staticmethod
+    async def _ordered_map(
+        stage: _Map, inbox: asyncio.Queue[Any], outbox: asyncio.Queue[Any]
+    ) -> None:
+        # Each item's step is a task of its own; the tasks wait in a queue,
+        # in the items' order, for their results to be handed on. A place
+        # is given back when a result is handed on, not when it is ready:
+        # results that wait behind a slow item count against the bound.
+        places = asyncio.Semaphore(stage.workers)
+        started: asyncio.Queue[asyncio.Task[Any] | _End] = asyncio.Queue()
+
+        async def start(group: asyncio.TaskGroup) -> None:
+            while (item := await inbox.get()) is not _END:
+                await places.acquire()
+                started.put_nowait(group.create_task(_call(stage.step, item)))
+            started.put_nowait(_END)
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(start(group))
+            while not isinstance(task := await started.get(), _End):
+                result = await task
+                places.release()
+                if result is not None:
+                    await outbox.put(result)
+        await outbox.put(_END)
+
+    @staticmethod
     async def _batch(size: int, inbox: asyncio.Queue[Any], outbox: asyncio.Queue[Any]) -> None:
         batch: list[Any] = []
         while (item := await inbox.get()) is not _END:
@@ -133,6 +168,10 @@ class Pipeline:
     async def _sink(sink: Step, inbox: asyncio.Queue[Any]) -> None:
         while (item := await inbox.get()) is not _END:
             await sink(item)
+
+
+async def _call(step: Step, item: Any) -> Any:
+    return await step(item)
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
