@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Self
 
+from ledgerline.domain.ids import uuid7
 from ledgerline.domain.ledger import Credit
 from ledgerline.domain.order import Order
 from ledgerline.domain.user import User, UserId
@@ -31,7 +32,8 @@ class DomainEvent:
     AGGREGATE: ClassVar[Aggregate]
 
     occurred_at: datetime
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # Time-ordered, so that the outbox's key grows at its end (domain/ids.py).
+    id: uuid.UUID = field(default_factory=uuid7)
 
     @property
     def aggregate_id(self) -> uuid.UUID:

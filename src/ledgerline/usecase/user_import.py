@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from ledgerline.domain.errors import InvalidArgumentError
+from ledgerline.domain.ids import uuid7_int
 from ledgerline.domain.ports import Clock, NewUserRow, PasswordHasher, UserImportSink
 from ledgerline.domain.user import Email, check_password, parse_name
 from ledgerline.domain.validation import check_text, collect_violations
@@ -167,10 +168,6 @@ def _reason(fields: Mapping[str, object]) -> str:
 
 # --------------------------------------------------------------- blocks
 
-_UUID7_VERSION = 0x7 << 76
-_UUID_VARIANT = 0b10 << 62
-_LOW_62_BITS = (1 << 62) - 1
-
 
 def time_ordered_ids() -> Iterator[str]:
     """New user ids: UUIDv7 (RFC 9562), a millisecond timestamp then 74
@@ -183,15 +180,7 @@ def time_ordered_ids() -> Iterator[str]:
         pool = os.urandom(10 * 1024)
         for start in range(0, len(pool), 10):
             bits = int.from_bytes(pool[start : start + 10])
-            ms = time.time_ns() // 1_000_000
-            value = (
-                (ms << 80)
-                | _UUID7_VERSION
-                | (bits >> 68) << 64
-                | _UUID_VARIANT
-                | (bits & _LOW_62_BITS)
-            )
-            yield f"{value:032x}"
+            yield f"{uuid7_int(time.time_ns() // 1_000_000, bits):032x}"
 
 
 @dataclass(frozen=True, slots=True)
