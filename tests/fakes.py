@@ -517,6 +517,8 @@ class InMemoryOutboxStore:
 
     rows: list[_StoredEvent] = field(default_factory=list)
     claims: int = 0
+    # What was recorded, in order: ("published", version) and ("failed", version).
+    history: list[tuple[str, int]] = field(default_factory=list)
 
     def record(self, event: OutboxEvent) -> None:
         self.rows.append(_StoredEvent(event))
@@ -566,11 +568,13 @@ class InMemoryOutboxStore:
         for event_id in ids:
             row = self._row(event_id)
             row.state, row.claimed = "published", False
+            self.history.append(("published", row.event.version))
 
     async def mark_failed(
         self, event_id: uuid.UUID, error: str, retry_in_seconds: float, max_attempts: int
     ) -> bool:
         row = self._row(event_id)
+        self.history.append(("failed", row.event.version))
         attempts = row.event.attempts + 1
         row.event = replace(row.event, attempts=attempts)
         row.claimed, row.due_in, row.last_error = False, retry_in_seconds, error

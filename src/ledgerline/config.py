@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "LEDGERLINE_"
@@ -109,6 +109,16 @@ class Settings(BaseSettings):
             return None
         if isinstance(value, str) and not re.match(r"^(nats|tls)://[^\s]+$", value):
             raise ValueError("must be a nats:// or tls:// URL")
+        return value
+
+    @field_validator("relay_lease_seconds")
+    @classmethod
+    def _lease_outlasts_publishes(cls, value: float, info: ValidationInfo) -> float:
+        timeout = info.data.get("event_publish_timeout_seconds")
+        if isinstance(timeout, float) and value < 4 * timeout:
+            raise ValueError(
+                f"must be at least 4 times LEDGERLINE_EVENT_PUBLISH_TIMEOUT_SECONDS ({timeout:g})"
+            )
         return value
 
     @field_validator("order_ttl", mode="before")

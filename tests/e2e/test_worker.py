@@ -210,7 +210,11 @@ async def test_a_worker_killed_mid_relay_is_followed_by_one_that_delivers_every_
 ) -> None:
     total = await _record(pool, aggregates=300, each=10)
     env = _worker_env(
-        database_url, bus, LEDGERLINE_RELAY_LEASE_SECONDS="2", LEDGERLINE_RELAY_BATCH_SIZE="20"
+        database_url,
+        bus,
+        LEDGERLINE_RELAY_LEASE_SECONDS="2",
+        LEDGERLINE_EVENT_PUBLISH_TIMEOUT_SECONDS="0.5",
+        LEDGERLINE_RELAY_BATCH_SIZE="20",
     )
     first = await asyncio.to_thread(start_worker, **env)
     await _until(lambda: _holds_at_least(bus, 300))
@@ -382,3 +386,24 @@ async def test_a_port_already_taken_stops_the_command_naming_its_variable(
 
     assert ran.returncode == 2
     assert f"configuration error: {variable}: cannot listen on 127.0.0.1:{port}" in ran.stderr
+
+
+async def test_a_worker_whose_bus_never_answered_reports_it_and_stops_at_once(
+    start_worker: StartWorker, database_url: str
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens there once this closes
+    worker = await asyncio.to_thread(
+        start_worker,
+        **_worker_env(database_url, LEDGERLINE_EVENT_BUS_URL=f"nats://127.0.0.1:{port}"),
+    )
+
+    ready = await asyncio.to_thread(worker.readiness)
+    started = time.monotonic()
+    code = await asyncio.to_thread(worker.terminate)
+
+    assert ready.status_code == 503
+    assert ready.json()["checks"] == {"database": "ok", "event_bus": "unavailable"}
+    assert code == 0
+    assert time.monotonic() - started < 10  # not the whole 20 s shutdown deadline

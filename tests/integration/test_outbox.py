@@ -223,3 +223,48 @@ async def test_an_event_committed_late_with_an_early_seq_is_still_claimed(
     assert claimed.aggregate_id == early
     seqs = await pool.fetch("SELECT aggregate_id FROM outbox ORDER BY seq")
     assert [r["aggregate_id"] for r in seqs] == [early, late]
+
+
+async def test_a_claim_takes_followers_only_up_to_a_dead_one(pool: asyncpg.Pool) -> None:
+    store = PostgresOutboxStore(pool)
+    aggregate = uuid.uuid4()
+    await _record(pool, aggregate, 4)
+    await pool.execute(
+        "UPDATE outbox SET state = 'dead', attempts = 8 WHERE aggregate_id = $1 AND version = 3",
+        aggregate,
+    )
+
+    claimed = await store.claim(aggregates=10, per_aggregate=10, lease_seconds=30)
+
+    assert [e.version for e in claimed] == [1, 2]
+
+
+async def test_the_purge_takes_published_events_by_when_they_were_published(
+    pool: asyncpg.Pool,
+) -> None:
+    store = PostgresOutboxStore(pool)
+    old, recent, waiting = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for aggregate in (old, recent, waiting):
+        await _record(pool, aggregate)
+    await pool.execute(
+        "UPDATE outbox SET state = 'published', published_at = now() - interval '2 hours', "
+        "occurred_at = now() - interval '3 hours' WHERE aggregate_id = $1",
+        old,
+    )
+    await pool.execute(
+        "UPDATE outbox SET state = 'published', published_at = now(), "
+        "occurred_at = now() - interval '3 hours' WHERE aggregate_id = $1",
+        recent,
+    )
+    await pool.execute(
+        "UPDATE outbox SET occurred_at = now() - interval '3 hours' WHERE aggregate_id = $1",
+        waiting,
+    )
+
+    assert await store.purge(3600, 100, unpublished=False) == 1
+    left = await pool.fetch("SELECT aggregate_id FROM outbox")
+    assert {r["aggregate_id"] for r in left} == {recent, waiting}
+    # With no bus to publish them, pending events go too once old enough.
+    assert await store.purge(3600, 100, unpublished=True) == 1
+    left = await pool.fetch("SELECT aggregate_id FROM outbox")
+    assert {r["aggregate_id"] for r in left} == {recent}

@@ -5,6 +5,7 @@ whatever the bus, the relay or a slow transaction does in between."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -17,9 +18,10 @@ from nats.js.api import StreamConfig
 from prometheus_client import CollectorRegistry
 
 from ledgerline.delivery.worker.jobs import RelayLoop
-from ledgerline.domain.events import UserRegistered
+from ledgerline.domain.events import BusUnavailableError, OutboxEvent, UserRegistered
 from ledgerline.domain.user import Principal
 from ledgerline.main.core import Core
+from ledgerline.platform.eventbus import EventBusSettings, NatsEventBus
 from ledgerline.platform.metrics import WorkerMetrics
 from ledgerline.repository.postgres.outbox import PostgresOutbox, PostgresOutboxStore
 from ledgerline.repository.postgres.unit_of_work import PostgresUnitOfWorkFactory
@@ -32,7 +34,9 @@ from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(120)
 
-FAST = RelaySettings(retry_base_seconds=0.05, retry_cap_seconds=0.2, lease_seconds=5.0)
+FAST = RelaySettings(
+    retry_base_seconds=0.05, retry_cap_seconds=0.2, lease_seconds=5.0, publish_timeout_seconds=1.0
+)
 
 
 def _registered(aggregate: uuid.UUID, name: str = "A") -> UserRegistered:
@@ -139,7 +143,7 @@ async def test_a_relay_that_dies_after_publishing_is_followed_by_one_that_sends_
 ) -> None:
     aggregates = [uuid.uuid4() for _ in range(20)]
     await _record(pool, aggregates, rounds=3)
-    short = RelaySettings(lease_seconds=1.0, events_per_aggregate=2)
+    short = RelaySettings(lease_seconds=1.0, events_per_aggregate=2, publish_timeout_seconds=0.2)
     first, second = bus.client(), bus.client()
 
     dying = OutboxRelay(
@@ -297,3 +301,27 @@ async def test_an_event_the_bus_refuses_dies_after_its_attempts_and_holds_its_ag
     assert [e.get_extension("aggregateid") for _, _, e in messages] == [str(free)]
     stats = await PostgresOutboxStore(pool).stats()
     assert (stats.pending, stats.dead) == (1, 1)
+
+
+async def test_a_bus_that_does_not_answer_is_reported_at_once_and_blames_no_event() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens once this closes
+    client = NatsEventBus(EventBusSettings(url=f"nats://127.0.0.1:{port}"))
+    event = OutboxEvent(
+        id=uuid.uuid4(),
+        type="user.registered",
+        subject="users/x",
+        aggregate_type="user",
+        aggregate_id=uuid.uuid4(),
+        version=1,
+        occurred_at=datetime.now(UTC),
+        data={},
+    )
+
+    async with asyncio.timeout(5):
+        with pytest.raises(BusUnavailableError):
+            await client.publish(event)
+        with pytest.raises(BusUnavailableError):
+            await client.ping()
+    await client.close()

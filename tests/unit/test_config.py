@@ -147,6 +147,7 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "relay-max-attempts-zero": ("LEDGERLINE_RELAY_MAX_ATTEMPTS", "0"),
     "relay-lease-under-a-second": ("LEDGERLINE_RELAY_LEASE_SECONDS", "0.5"),
     "worker-port-zero": ("LEDGERLINE_WORKER_PORT", "0"),
+    "relay-lease-shorter-than-four-publish-timeouts": ("LEDGERLINE_RELAY_LEASE_SECONDS", "19"),
 }
 
 

@@ -104,6 +104,16 @@ async def test_a_refused_event_costs_one_attempt_and_holds_back_its_aggregate_on
     assert _versions_as_stored(bus, blocked[0].aggregate_id) == [1, 2, 3]
 
 
+async def test_a_refused_events_predecessors_are_recorded_before_its_failure() -> None:
+    store, bus, relay, (chain,) = _world(3)
+    bus.refused.add(chain[1].id)
+
+    outcome = await relay.relay_once()
+
+    assert store.history == [("published", 1), ("failed", 2)]
+    assert (outcome.published, outcome.failed, outcome.released) == (1, 1, 1)
+
+
 async def test_an_event_refused_past_its_attempts_is_dead_and_its_successors_wait() -> None:
     store, bus, relay, (blocked, free) = _world(3, 1)
     bus.refused.add(blocked[0].id)
@@ -165,7 +175,9 @@ async def test_a_bus_that_goes_down_mid_round_keeps_what_it_stored() -> None:
 
 
 async def test_publishing_stops_short_of_the_claims_lease() -> None:
-    settings = RelaySettings(lease_seconds=0.25, events_per_aggregate=10, concurrency=1)
+    settings = RelaySettings(
+        lease_seconds=0.3, publish_timeout_seconds=0.05, events_per_aggregate=10, concurrency=1
+    )
     store, bus, relay, (chain,) = _world(10, settings=settings)
 
     async def slow(_: OutboxEvent) -> None:
@@ -206,6 +218,11 @@ def test_retry_delay(attempt: int, jitter: float, delay: float) -> None:
 
 
 def test_the_retry_horizon_covers_every_wait_and_claim() -> None:
-    settings = RelaySettings(max_attempts=4, lease_seconds=10)
+    settings = RelaySettings(max_attempts=4, lease_seconds=10, publish_timeout_seconds=1)
     # Waits after attempts 1, 2 and 3 (1 + 2 + 4 s), and up to a lease per attempt.
     assert settings.retry_horizon_seconds == 7 + 4 * 10
+
+
+def test_a_lease_shorter_than_four_publish_timeouts_is_refused() -> None:
+    with pytest.raises(ValueError, match="4 publish timeouts"):
+        RelaySettings(lease_seconds=10, publish_timeout_seconds=3)

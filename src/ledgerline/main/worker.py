@@ -49,8 +49,10 @@ def worker(settings: Settings) -> int:
     try:
         runtime = prepare_runtime(settings, run_migrations=False)
         try:
+            # Payments' lock service (Redis) is not the worker's concern.
+            core = Core(settings, runtime, with_payments=False)
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                return runner.run(run_worker(Core(settings, runtime), sock))
+                return runner.run(run_worker(core, sock))
         finally:
             runtime.close()
     finally:
@@ -63,6 +65,7 @@ def relay_settings(settings: Settings) -> RelaySettings:
         concurrency=settings.relay_concurrency,
         max_attempts=settings.relay_max_attempts,
         lease_seconds=settings.relay_lease_seconds,
+        publish_timeout_seconds=settings.event_publish_timeout_seconds,
     )
 
 

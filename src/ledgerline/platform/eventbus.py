@@ -8,9 +8,9 @@ lost, or a relay died before recording it) is dropped by the stream as a
 duplicate within the stream's ``duplicate_window``, which is therefore kept
 at least as long as the relay's longest retry horizon.
 
-The connection is made on first use and remade by the client when it
-drops; while there is none, publishing raises BusUnavailableError at once
-(no event is blamed for an outage)."""
+The connection is made on first use, and made again on the first use after
+it drops; while the bus cannot be reached, publishing raises
+BusUnavailableError at once (no event is blamed for an outage)."""
 
 from __future__ import annotations
 
@@ -112,7 +112,13 @@ class NatsEventBus:
             raise BusUnavailableError("no stream takes the event's subject") from exc
         except ServiceUnavailableError as exc:  # JetStream itself is down, not this event
             raise BusUnavailableError(f"the bus cannot store events now: {exc}") from exc
-        except (NATSError, TimeoutError, OSError) as exc:
+        except TimeoutError as exc:
+            # No ack in time: a stream without a leader, a server that
+            # stalls. Like an outage, it blames no event (an outage of any
+            # length must not kill events); the duplicate window absorbs the
+            # retry if the event was stored after all.
+            raise BusUnavailableError("the bus did not acknowledge in time") from exc
+        except (NATSError, OSError) as exc:
             if not self.connected:
                 raise BusUnavailableError(f"the bus went away: {exc!r}") from exc
             raise PublishError(f"not stored by the bus: {exc or type(exc).__name__}") from exc
@@ -186,11 +192,15 @@ class NatsEventBus:
                 s.url,
                 name="ledgerline-worker",
                 connect_timeout=max(1, round(s.connect_timeout_seconds)),
-                # The first connection is retried by the relay's backoff;
-                # once made, the client remakes it for ever, every second.
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=1,
+                # A bus that does not answer is found out at once: the client
+                # would otherwise try for ever inside connect (it gives up on
+                # a server only past max_reconnect_attempts, and only when
+                # that is above 0). A connection that drops is closed, and
+                # the next publish (or probe) makes a new one, at the relay's
+                # backoff.
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0,
                 error_cb=on_error,
                 disconnected_cb=on_disconnected,
                 reconnected_cb=on_reconnected,

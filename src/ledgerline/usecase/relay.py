@@ -31,11 +31,18 @@ class RelaySettings:
     events_per_aggregate: int = 50
     # How long a claim keeps other relays off; publishing stops short of it.
     lease_seconds: float = 30.0
+    # The longest one publish may take (the bus's ack timeout): no publish
+    # starts that could end after 80 % of the lease.
+    publish_timeout_seconds: float = 5.0
     # How many aggregates are published at once.
     concurrency: int = 32
     max_attempts: int = 8
     retry_base_seconds: float = 1.0
     retry_cap_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.lease_seconds < 4 * self.publish_timeout_seconds:
+            raise ValueError("the lease must be at least 4 publish timeouts long")
 
     def retry_delay(self, attempt: int, jitter: float = 1.0) -> float:
         """Seconds before attempt ``attempt + 1``: doubling from the base,
@@ -63,7 +70,8 @@ class RelayRound:
 
 @dataclass
 class _Tally:
-    published: list[uuid.UUID]
+    published: list[uuid.UUID]  # recorded at the end of the round
+    published_early: int = 0  # recorded at once by a chain that stopped at a failure
     failed: int = 0
     dead: int = 0
     released: int = 0
@@ -98,7 +106,7 @@ class OutboxRelay:
             return RelayRound()
         # Publishing stops well before the claim runs out, so that no other
         # relay takes an aggregate while this one still publishes it.
-        stop_at = time.monotonic() + s.lease_seconds * 0.8
+        stop_at = time.monotonic() + max(0.0, s.lease_seconds * 0.8 - s.publish_timeout_seconds)
         tally = _Tally(published=[])
         gate = asyncio.Semaphore(s.concurrency)
         try:
@@ -110,7 +118,7 @@ class OutboxRelay:
             await asyncio.shield(self._store.mark_published(tally.published))
         return RelayRound(
             claimed=len(events),
-            published=len(tally.published),
+            published=len(tally.published) + tally.published_early,
             failed=tally.failed,
             dead=tally.dead,
             released=tally.released,
@@ -124,22 +132,33 @@ class OutboxRelay:
         gate: asyncio.Semaphore,
         stop_at: float,
     ) -> None:
-        async with gate:
-            for index, event in enumerate(chain):
-                if tally.bus_unavailable or time.monotonic() >= stop_at:
-                    await self._release(chain[index:], tally)
-                    return
-                try:
-                    await self._publisher.publish(event)
-                except BusUnavailableError:
-                    tally.bus_unavailable = True
-                    await self._release(chain[index:], tally)
-                    return
-                except PublishError as exc:
-                    await self._count_failure(event, exc, tally)
-                    await self._release(chain[index + 1 :], tally)
-                    return
-                tally.published.append(event.id)
+        done: list[uuid.UUID] = []  # published, not yet recorded
+        try:
+            async with gate:
+                for index, event in enumerate(chain):
+                    if tally.bus_unavailable or time.monotonic() >= stop_at:
+                        await self._release(chain[index:], tally)
+                        return
+                    try:
+                        await self._publisher.publish(event)
+                    except BusUnavailableError:
+                        tally.bus_unavailable = True
+                        await self._release(chain[index:], tally)
+                        return
+                    except PublishError as exc:
+                        # What went before it is recorded first: this event
+                        # must never be on record as dead while its
+                        # predecessors still look unpublished (a later claim
+                        # would then lead past it).
+                        await self._store.mark_published(done)
+                        tally.published_early += len(done)
+                        done.clear()
+                        await self._count_failure(event, exc, tally)
+                        await self._release(chain[index + 1 :], tally)
+                        return
+                    done.append(event.id)
+        finally:
+            tally.published.extend(done)  # recorded with the round's, whatever happened
 
     async def _count_failure(self, event: OutboxEvent, error: PublishError, tally: _Tally) -> None:
         s = self._settings

@@ -66,6 +66,12 @@ UPDATE outbox o SET claimed_until = now() + make_interval(secs => $3)
 FROM ready r
 WHERE o.aggregate_type = r.aggregate_type AND o.aggregate_id = r.aggregate_id
   AND o.state = 'pending' AND o.version >= r.version AND o.version < r.version + $2
+  -- followers only up to the first that is not pending (a dead one): never past it
+  AND NOT EXISTS (
+      SELECT 1 FROM outbox gap
+      WHERE gap.aggregate_type = o.aggregate_type AND gap.aggregate_id = o.aggregate_id
+        AND gap.version > r.version AND gap.version < o.version AND gap.state <> 'pending'
+  )
 RETURNING {_EVENT_COLUMNS}
 """  # noqa: S608  (no input is formatted in: the column list is a constant)
 
@@ -198,23 +204,30 @@ class PostgresOutboxStore:
         """Deletes up to ``batch`` events that occurred more than
         ``older_than_seconds`` ago: published ones only, or (with no bus to
         publish them) ``unpublished`` ones too. Dead events are kept."""
-        states = ["published", "pending"] if unpublished else ["published"]
+        # Published events by when they were published (ix_outbox_published);
+        # pending ones oldest first (ix_outbox_pending_seq).
         deleted = await self._db.fetchval(
             """
-            WITH gone AS (
-                DELETE FROM outbox WHERE id IN (
-                    SELECT id FROM outbox
-                    WHERE state = ANY($3::text[])
-                      AND occurred_at < now() - make_interval(secs => $1)
-                    LIMIT $2
-                )
-                RETURNING 1
+            WITH doomed AS (
+                (SELECT id FROM outbox
+                 WHERE state = 'published'
+                   AND published_at < now() - make_interval(secs => $1)
+                 LIMIT $2)
+                UNION ALL
+                (SELECT id FROM outbox
+                 WHERE $3 AND state = 'pending'
+                   AND occurred_at < now() - make_interval(secs => $1)
+                 ORDER BY seq
+                 LIMIT $2)
+            ),
+            gone AS (
+                DELETE FROM outbox WHERE id IN (SELECT id FROM doomed LIMIT $2) RETURNING 1
             )
             SELECT count(*) FROM gone
             """,
             older_than_seconds,
             batch,
-            states,
+            unpublished,
             timeout=remaining(),
         )
         return int(deleted or 0)
