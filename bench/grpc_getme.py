@@ -36,6 +36,7 @@ from bench.run import (
     drop_database,
     free_port,
     http_json,
+    machine_line,
     run_wrk,
     running,
     service_env,
@@ -93,10 +94,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="ledgerline-bench-grpc-"))
     env = service_env(db_url, secrets.token_urlsafe(48), workdir / "data")
     http_port = free_port()
-    print(
-        f"machine: nproc={os.cpu_count()}  python={sys.version.split()[0]}  loadavg="
-        + " ".join(f"{x:.2f}" for x in os.getloadavg())
-    )
+    print(machine_line())
     create_database(opts.admin_url, BENCH_DB)
     try:
         subprocess.run(

@@ -65,10 +65,15 @@ import argon2
 import asyncpg
 import psutil
 
-from bench.run import DEFAULT_ADMIN_URL, VENV_BIN, create_database, drop_database, with_database
+from bench.run import (
+    DEFAULT_ADMIN_URL,
+    VENV_BIN,
+    drop_database,
+    machine_line,
+    migrated_database,
+)
 from ledgerline.config import Settings
 from ledgerline.domain.user import Email
-from ledgerline.platform.database import migrate
 from ledgerline.usecase.user_import import time_ordered_ids
 
 BENCH_DB = "ledgerline_bench_import"
@@ -137,10 +142,7 @@ def generate(directory: Path, rows: int, bad_fraction: float, *, plain: bool) ->
 
 
 def fresh_database(admin_url: str) -> str:
-    create_database(admin_url, BENCH_DB)
-    url = with_database(admin_url, BENCH_DB)
-    migrate(url)
-    return url
+    return migrated_database(admin_url, BENCH_DB)
 
 
 async def _raw_copy(url: str, records: list[tuple[object, ...]]) -> float:
@@ -321,12 +323,6 @@ class Options:
     limit_seconds: float
 
 
-def _machine() -> str:
-    return f"machine: nproc={os.cpu_count()}  python={sys.version.split()[0]}  loadavg=" + " ".join(
-        f"{x:.2f}" for x in os.getloadavg()
-    )
-
-
 def _import_line(label: str, rows: int, run: ImportRun) -> str:
     own = f"{rows / run.own_seconds:,.0f} rows/s" if run.own_seconds else "?"
     return (
@@ -337,7 +333,7 @@ def _import_line(label: str, rows: int, run: ImportRun) -> str:
 
 
 def run_rows(opts: Options, workdir: Path) -> int:
-    print(_machine(), flush=True)
+    print(machine_line(), flush=True)
     generated = generate(workdir, opts.rows, opts.bad_fraction, plain=False)
     size_mb = generated.path.stat().st_size / 2**20
     good, bad = len(generated.good), len(generated.bad_lines)
@@ -389,7 +385,7 @@ def run_rows(opts: Options, workdir: Path) -> int:
 
 
 def run_plain(opts: Options, workdir: Path, rows: int) -> int:
-    print(_machine(), flush=True)
+    print(machine_line(), flush=True)
     cores = len(os.sched_getaffinity(0))
     generated = generate(workdir, rows, 0.0, plain=True)
     limit_before = argon2_limit(opts.limit_seconds, cores)

@@ -45,6 +45,7 @@ from bench.run import (
     create_database,
     drop_database,
     free_port,
+    machine_line,
     run_wrk,
     running,
     service_env,
@@ -284,10 +285,7 @@ def run(opts: Options) -> int:
     lua = workdir / "pay.lua"
     lua.write_text(PAY_LUA)
     jobs = workdir / "jobs.txt"
-    print(
-        f"machine: nproc={os.cpu_count()}  python={sys.version.split()[0]}  loadavg="
-        + " ".join(f"{x:.2f}" for x in os.getloadavg())
-    )
+    print(machine_line())
     create_database(opts.admin_url, BENCH_DB)
     try:
         subprocess.run(

@@ -35,11 +35,18 @@ import asyncpg
 import nats
 from nats.js.api import StreamConfig
 
-from bench.run import DEFAULT_ADMIN_URL, create_database, drop_database, free_port, with_database
+from bench.run import (
+    DEFAULT_ADMIN_URL,
+    VENV_BIN,
+    drop_database,
+    free_port,
+    machine_line,
+    migrated_database,
+)
 
 BENCH_DB = "ledgerline_bench_relay"
 ROOT = Path(__file__).resolve().parent.parent
-LEDGERLINE = str(Path(sys.executable).with_name("ledgerline"))
+LEDGERLINE = str(VENV_BIN / "ledgerline")
 
 
 async def _fill_outbox(db_url: str, events: int, per_aggregate: int) -> None:
@@ -190,22 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="LEDGERLINE_RELAY_CONCURRENCY")
     opts = parser.parse_args(argv)
     tag = uuid.uuid4().hex[:8]
-    db_url = with_database(opts.admin_url, BENCH_DB)
     worker_stream, bare_stream = f"BENCH_RELAY_{tag}", f"BENCH_BARE_{tag}"
-    create_database(opts.admin_url, BENCH_DB)
     try:
-        subprocess.run(
-            [LEDGERLINE, "migrate"],
-            env={**os.environ, "LEDGERLINE_DATABASE_URL": db_url},
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        db_url = migrated_database(opts.admin_url, BENCH_DB)
+        print(machine_line())
         asyncio.run(_fill_outbox(db_url, opts.events, opts.per_aggregate))
-        print(
-            f"outbox: {opts.events} pending events, {opts.per_aggregate} per aggregate; "
-            f"load average {os.getloadavg()[0]:.2f}"
-        )
+        print(f"outbox: {opts.events} pending events, {opts.per_aggregate} per aggregate")
         bare = asyncio.run(
             _bare(opts.nats_url, bare_stream, f"benchbare{tag}", opts.events, opts.concurrency)
         )

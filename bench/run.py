@@ -43,6 +43,8 @@ from typing import IO, Any
 
 import asyncpg
 
+from ledgerline.platform.database import migrate
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -309,6 +311,14 @@ def create_database(admin_url: str, name: str = BENCH_DB) -> None:
     )
 
 
+def migrated_database(admin_url: str, name: str) -> str:
+    """A fresh database ``name``, migrated in this process; its URL."""
+    create_database(admin_url, name)
+    url = with_database(admin_url, name)
+    migrate(url)
+    return url
+
+
 def drop_database(admin_url: str, name: str = BENCH_DB) -> None:
     asyncio.run(_admin(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
@@ -490,6 +500,12 @@ def _loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def machine_line(*extra: str) -> str:
+    """The line each bench prints first: cores, Python, ``extra``, load."""
+    parts = [f"nproc={os.cpu_count()}", f"python={sys.version.split()[0]}", *extra]
+    return f"machine: {'  '.join(parts)}  loadavg={_loadavg()}"
+
+
 def run(opts: Options) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
@@ -501,10 +517,7 @@ def run(opts: Options) -> int:
     lua.write_text(POST_LUA)
     bench = Bench(opts, env, db_url, lua, workdir / "service.log")
 
-    print(
-        f"machine: nproc={os.cpu_count()}  python={sys.version.split()[0]}  "
-        f"postgresql={asyncio.run(_server_version(opts.admin_url))}  loadavg={_loadavg()}"
-    )
+    print(machine_line(f"postgresql={asyncio.run(_server_version(opts.admin_url))}"))
     print(
         f"wrk: -t{opts.threads} -c{opts.connections} -d{opts.duration}s (warm-up {opts.warmup}s)"
         f"; POST -c{opts.post_connections} -d{opts.post_duration}s; workers={opts.workers}"
