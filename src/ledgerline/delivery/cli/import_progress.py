@@ -88,25 +88,23 @@ class LogProgress:
         done = tally.end / self._size if self._size else 1.0
         self._log.info(
             "import progress",
-            rows=tally.rows,
-            imported=tally.imported,
-            skipped=tally.skipped,
-            rejected=tally.rejected,
-            line=tally.last_line,
-            rows_per_second=round(tally.rows / elapsed) if elapsed > 0 else 0,
+            **_counts(tally, elapsed),
             percent=round(100 * done, 1),
             eta_seconds=round(elapsed * (1 - done) / done) if done > 0 else None,
         )
 
     def stop(self, tally: ImportTally) -> None:
         elapsed = time.monotonic() - self._started
-        self._log.info(
-            "import ended",
-            rows=tally.rows,
-            imported=tally.imported,
-            skipped=tally.skipped,
-            rejected=tally.rejected,
-            line=tally.last_line,
-            seconds=round(elapsed, 3),
-            rows_per_second=round(tally.rows / elapsed) if elapsed > 0 else 0,
-        )
+        self._log.info("import ended", **_counts(tally, elapsed), seconds=round(elapsed, 3))
+
+
+def _counts(tally: ImportTally, elapsed: float) -> dict[str, int]:
+    """What every log line of a run says: how far it got, and how fast."""
+    return {
+        "rows": tally.rows,
+        "imported": tally.imported,
+        "skipped": tally.skipped,
+        "rejected": tally.rejected,
+        "line": tally.last_line,
+        "rows_per_second": round(tally.rows / elapsed) if elapsed > 0 else 0,
+    }
