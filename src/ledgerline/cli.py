@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -225,7 +226,10 @@ def import_users_command(
             "to do the rest",
             err=True,
         )
-        raise typer.Exit(128 + result.interrupted_by.value)
+        # SIGTERM is how a supervisor stops a command cleanly: exit 0, as
+        # serve and worker do. Ctrl-C (SIGINT) is the shell's 130.
+        if result.interrupted_by is not signal.SIGTERM:
+            raise typer.Exit(128 + result.interrupted_by.value)
 
 
 def _report(tally: ImportTally) -> None:

@@ -1,6 +1,6 @@
 """`ledgerline import users FILE` as an operator runs it: the summary line and
 the rejects file, a file refused for its header, an import stopped by
-SIGINT or SIGTERM half-way (exit 130 or 143, the committed batches whole
+SIGINT or SIGTERM half-way (exit 130 or 0, the committed batches whole
 with their events, a second run doing the rest and nothing twice), and the
 embedded PostgreSQL when no database is configured."""
 
@@ -215,7 +215,8 @@ async def test_an_interrupted_import_keeps_whole_batches_and_a_rerun_does_the_re
             proc.kill()
             proc.wait()
 
-    assert proc.returncode == 128 + signum.value, stderr
+    # A clean stop on SIGTERM, as serve and worker; Ctrl-C is the shell's 130.
+    assert proc.returncode == (0 if signum is signal.SIGTERM else 130), stderr
     imported, skipped, rejected = _summary(stdout)
     stopped = re.search(rf"interrupted by {signum.name}: the rows up to line (\d+) ", stderr)
     assert stopped is not None, stderr
