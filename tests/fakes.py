@@ -40,6 +40,15 @@ from ledgerline.domain.idempotency import IdempotencyRecord
 from ledgerline.domain.ledger import Balance, EntryPage, LedgerEntry, Transfer, TransferKind
 from ledgerline.domain.order import Order, OrderId, OrderStatus
 from ledgerline.domain.ports import NewUserRow
+from ledgerline.domain.settlement import (
+    CreditSettlement,
+    KeyTaken,
+    OrderSettlement,
+    Replayed,
+    Settled,
+    SettleOutcome,
+    Stale,
+)
 from ledgerline.domain.user import Email, User, UserId
 
 
@@ -163,10 +172,6 @@ class InMemoryOrders:
     async def get(self, order_id: OrderId) -> Order | None:
         return self.rows.get(order_id)
 
-    async def get_for_update(self, order_id: OrderId) -> Order | None:
-        # Transactions here run one at a time, so the read is the lock.
-        return self.rows.get(order_id)
-
     async def update(self, order: Order) -> None:
         # Like UPDATE ... WHERE id = $1: a missing row changes nothing.
         if order.id in self.rows:
@@ -219,7 +224,11 @@ class InMemoryLedger:
     journal: list[LedgerEntry] = field(default_factory=list)
     order_transfers: set[tuple[OrderId, TransferKind]] = field(default_factory=set)
 
-    async def apply(self, transfer: Transfer) -> tuple[LedgerEntry, LedgerEntry]:
+    async def apply(
+        self, transfer: Transfer, entry_ids: tuple[uuid.UUID, uuid.UUID] | None = None
+    ) -> tuple[LedgerEntry, LedgerEntry]:
+        """Writes the transfer's two entries (source first; with ``entry_ids``
+        if given) and moves the balances."""
         if transfer.source == transfer.destination:
             raise ValueError("a transfer needs two different accounts")
         currency, amount = transfer.money.currency, transfer.money.amount
@@ -240,9 +249,13 @@ class InMemoryLedger:
         if transfer.order_id is not None:
             self.order_transfers.add((transfer.order_id, transfer.kind))
 
-        def entry(owner: UserId | None, signed: int, balance: int) -> LedgerEntry:
+        ids = entry_ids or (uuid.uuid4(), uuid.uuid4())
+
+        def entry(
+            entry_id: uuid.UUID, owner: UserId | None, signed: int, balance: int
+        ) -> LedgerEntry:
             return LedgerEntry(
-                id=uuid.uuid4(),
+                id=entry_id,
                 transfer_id=transfer.id,
                 owner_id=owner,
                 kind=transfer.kind,
@@ -254,8 +267,8 @@ class InMemoryLedger:
             )
 
         legs = (
-            entry(transfer.source, -amount, source_after),
-            entry(transfer.destination, amount, destination_after),
+            entry(ids[0], transfer.source, -amount, source_after),
+            entry(ids[1], transfer.destination, amount, destination_after),
         )
         self.journal.extend(legs)
         return legs
@@ -497,6 +510,81 @@ class InMemoryUnitOfWorkFactory:
         uow = InMemoryUnitOfWork(self)
         self.opened.append(uow)
         return uow
+
+
+class InMemorySettlements:
+    """Settlements over the stores of a unit-of-work factory, with the
+    database functions' rules: the caller's key is looked at first, then the
+    order is compared and set; a key another request took is KeyTaken, and
+    nothing is kept unless all of it is. A settlement runs in one piece (the
+    stores' transactions are serial); the reads and each settlement give
+    way to other tasks first, as a round trip would."""
+
+    def __init__(self, uow: InMemoryUnitOfWorkFactory) -> None:
+        self._uow = uow
+        # Runs before each settlement, as whatever another process commits
+        # between a request's read and its settlement.
+        self.meanwhile: Callable[[], Awaitable[None]] | None = None
+        self.settled = 0  # settlements attempted
+
+    async def _round_trip(self) -> None:
+        self.settled += 1
+        await asyncio.sleep(0)
+        if self.meanwhile is not None:
+            await self.meanwhile()
+
+    async def order_and_record(
+        self, order_id: OrderId, caller_id: UserId, key: str, now: datetime
+    ) -> tuple[Order | None, IdempotencyRecord | None]:
+        await asyncio.sleep(0)
+        record = await self._uow.idempotency.get(caller_id, key, now)
+        return self._uow.orders.rows.get(order_id), record
+
+    async def user_and_record(
+        self, user_id: UserId, caller_id: UserId, key: str, now: datetime
+    ) -> tuple[bool, IdempotencyRecord | None]:
+        await asyncio.sleep(0)
+        record = await self._uow.idempotency.get(caller_id, key, now)
+        return user_id in self._uow.store.rows, record
+
+    async def settle_order(self, settlement: OrderSettlement) -> SettleOutcome:
+        await self._round_trip()
+        before, record = settlement.before, settlement.record
+        async with self._uow() as uow:
+            current = uow.orders.rows.get(before.id)
+            if current is None:
+                return Stale(None)
+            stored = await uow.idempotency.get(record.caller_id, record.key, record.created_at)
+            if stored is not None:
+                return Replayed(stored)
+            read = (before.status, before.payer_id, before.payee_id, before.money)
+            if (current.status, current.payer_id, current.payee_id, current.money) != read:
+                return Stale(current)
+            ids = (settlement.source_entry, settlement.destination_entry)
+            _, destination = await uow.ledger.apply(settlement.transfer, ids)
+            await uow.orders.update(settlement.after)
+            await uow.outbox.add(settlement.event)
+            if not await uow.idempotency.save(record):
+                return KeyTaken()
+            await uow.commit()
+            return Settled(destination.balance_after)
+
+    async def settle_credit(self, settlement: CreditSettlement) -> SettleOutcome:
+        await self._round_trip()
+        record = settlement.record
+        async with self._uow() as uow:
+            stored = await uow.idempotency.get(record.caller_id, record.key, record.created_at)
+            if stored is not None:
+                return Replayed(stored)
+            ids = (settlement.source_entry, settlement.destination_entry)
+            _, destination = await uow.ledger.apply(settlement.transfer, ids)
+            balance = destination.balance_after
+            await uow.outbox.add(replace(settlement.event, balance=balance))
+            result = {**record.result, "balance": balance}
+            if not await uow.idempotency.save(replace(record, result=result)):
+                return KeyTaken()
+            await uow.commit()
+            return Settled(balance)
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """The PostgreSQL idempotency store: records expire, expired keys may be
-reused, and the purge removes only what has expired."""
+reused (by idempotency_remember(), the database function every settlement
+stores its answer with), and the purge removes only what has expired."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -16,12 +18,33 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(hours=24)
 
 
+class _Store(PostgresIdempotencyStore):
+    """The store, and the settlements' way of saving a record."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self._pool = pool
+
+    async def save(self, r: IdempotencyRecord) -> bool:
+        saved = await self._pool.fetchval(
+            "SELECT idempotency_remember($1, $2, $3, $4, $5::jsonb, $6, $7)",
+            r.caller_id,
+            r.key,
+            r.fingerprint,
+            r.operation,
+            json.dumps(r.result),
+            r.created_at,
+            r.expires_at,
+        )
+        return bool(saved)
+
+
 def record(caller: uuid.UUID, key: str, at: datetime, result: int = 1) -> IdempotencyRecord:
     return IdempotencyRecord(caller, key, f"fp-{result}", "pay", {"n": result}, at, at + DAY)
 
 
 async def test_a_live_key_is_kept_and_an_expired_one_is_taken_over(pool: asyncpg.Pool) -> None:
-    store, caller = PostgresIdempotencyStore(pool), uuid.uuid4()
+    store, caller = _Store(pool), uuid.uuid4()
     assert await store.save(record(caller, "k", T0)) is True
     assert await store.save(record(caller, "k", T0 + timedelta(hours=1), result=2)) is False
     kept = await store.get(caller, "k", T0 + timedelta(hours=1))
@@ -35,7 +58,7 @@ async def test_a_live_key_is_kept_and_an_expired_one_is_taken_over(pool: asyncpg
 
 
 async def test_keys_belong_to_their_caller(pool: asyncpg.Pool) -> None:
-    store = PostgresIdempotencyStore(pool)
+    store = _Store(pool)
     alice, bob = uuid.uuid4(), uuid.uuid4()
     assert await store.save(record(alice, "shared", T0))
     assert await store.save(record(bob, "shared", T0, result=2))
@@ -48,7 +71,7 @@ async def test_keys_belong_to_their_caller(pool: asyncpg.Pool) -> None:
 async def test_purge_removes_only_expired_records(
     pool: asyncpg.Pool, batch: int, purged: int
 ) -> None:
-    store, caller = PostgresIdempotencyStore(pool), uuid.uuid4()
+    store, caller = _Store(pool), uuid.uuid4()
     for i in range(3):
         await store.save(record(caller, f"old-{i}", T0))
     await store.save(record(caller, "fresh", T0 + DAY))

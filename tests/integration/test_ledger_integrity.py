@@ -13,10 +13,7 @@ import asyncpg
 import pytest
 from asyncpg.pool import PoolConnectionProxy
 
-from ledgerline.domain.ledger import Transfer, TransferKind
-from ledgerline.domain.money import Money
 from ledgerline.domain.user import Email, User
-from ledgerline.repository.postgres.unit_of_work import PostgresUnitOfWorkFactory
 from ledgerline.repository.postgres.users import PostgresUserRepository
 
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -39,19 +36,16 @@ class Leg:
     currency: str = "EUR"
 
 
-async def _credit(uow: PostgresUnitOfWorkFactory, user: uuid.UUID, amount: int) -> None:
-    transfer = Transfer(
+async def _credit(pool: asyncpg.Pool, user: uuid.UUID, amount: int) -> None:
+    """A credit as the settlements write one (ledger_transfer(), migration 0005)."""
+    await pool.execute(
+        "SELECT ledger_transfer($1, 'credit', NULL, NULL, $2, 'EUR', $3, now(), $4, $5)",
         uuid.uuid4(),
-        TransferKind.CREDIT,
-        None,
         user,
-        Money(amount, "EUR"),
-        None,
-        datetime.now(UTC),
+        amount,
+        uuid.uuid4(),
+        uuid.uuid4(),
     )
-    async with uow() as tx:
-        await tx.ledger.apply(transfer)
-        await tx.commit()
 
 
 @pytest.fixture
@@ -65,9 +59,8 @@ async def books(pool: asyncpg.Pool) -> Books:
         )
         await users.add(user)
         ids.append(user.id)
-    uow = PostgresUnitOfWorkFactory(pool)
-    await _credit(uow, ids[0], 1000)
-    await _credit(uow, ids[1], 500)
+    await _credit(pool, ids[0], 1000)
+    await _credit(pool, ids[1], 500)
     accounts = {
         row["owner_id"]: row["id"]
         for row in await pool.fetch("SELECT id, owner_id FROM accounts WHERE kind = 'wallet'")
@@ -113,6 +106,23 @@ async def _transfer(
 Tamper = Callable[[Conn, Books], Awaitable[object]]
 
 
+async def _entry_for_a_committed_transfer(conn: Conn, b: Books) -> None:
+    """A third entry, balance moved with it, for ada's committed credit."""
+    transfer = await conn.fetchval(
+        "SELECT transfer_id FROM ledger_entries WHERE owner_id = $1", b.ada
+    )
+    await conn.execute("UPDATE accounts SET balance = 1005 WHERE id = $1", b.ada_account)
+    await conn.execute(
+        "INSERT INTO ledger_entries (id, transfer_id, account_id, owner_id, kind, amount, "
+        "currency, balance_after, order_id, created_at) "
+        "VALUES ($1, $2, $3, $4, 'credit', 5, 'EUR', 1005, NULL, now())",
+        uuid.uuid4(),
+        transfer,
+        b.ada_account,
+        b.ada,
+    )
+
+
 def _legs(b: Books, *, ada: int = -7, bob: int = 7) -> list[Leg]:
     return [
         Leg(b.ada_account, b.ada, ada, 1000 + ada),
@@ -145,6 +155,8 @@ TAMPERING: dict[str, Tamper] = {
         ],
         amount=7,
     ),
+    "one-leg": lambda c, b: _transfer(c, [Leg(b.bob_account, b.bob, 7, 507)], amount=7),
+    "entry-added-to-a-committed-transfer": _entry_for_a_committed_transfer,
     "one-account-both-sides": lambda c, b: _transfer(
         c, [Leg(b.ada_account, b.ada, -7, 993), Leg(b.ada_account, b.ada, 7, 1000)]
     ),

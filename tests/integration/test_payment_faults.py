@@ -1,7 +1,8 @@
 """A lock that expires while its holder is paused: the database transaction,
 not the lock, keeps the payment single. Real PostgreSQL, real lock service;
-the pause is injected between taking the lock and opening the transaction,
-where a stop-the-world pause hurts most."""
+the pause is injected between taking the lock and the settlement, where a
+stop-the-world pause hurts most, or inside the settlement's transaction with
+the order row locked."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 import asyncpg
 import pytest
@@ -18,13 +17,15 @@ import redis.asyncio as redis
 
 from ledgerline.domain.errors import FailedPreconditionError
 from ledgerline.domain.order import Order
-from ledgerline.domain.ports import LockManager, OrderRepository, UnitOfWork
+from ledgerline.domain.ports import LockManager
+from ledgerline.domain.settlement import OrderSettlement, SettleOutcome
 from ledgerline.domain.user import Email, Principal, User
 from ledgerline.platform.clock import SystemClock
 from ledgerline.platform.locks import PostgresLockManager, RedisLockManager
 from ledgerline.repository.postgres.idempotency import PostgresIdempotencyStore
 from ledgerline.repository.postgres.ledger import PostgresLedgerRepository
 from ledgerline.repository.postgres.orders import PostgresOrderRepository
+from ledgerline.repository.postgres.settlements import PostgresSettlements
 from ledgerline.repository.postgres.unit_of_work import PostgresUnitOfWorkFactory
 from ledgerline.repository.postgres.users import PostgresUserRepository
 from ledgerline.usecase.payments import NewOrder, PaymentService, PaymentSettings
@@ -35,74 +36,35 @@ PAUSE = 2.0
 CREDIT, PRICE = 10_000, 2_500
 
 
-class _OrdersPausedAfterRowLock:
-    """Pauses right after the order row is locked, inside the transaction."""
+class _PauseFirstPayment(PostgresSettlements):
+    """Settlements that pause the next payment once: "before" its
+    settlement (lock held, nothing read), or "in-transaction": its
+    settlement runs in a transaction that locks the order row first and
+    pauses there, as a process stopped with the row locked would."""
 
-    def __init__(self, inner: OrderRepository, pause: float) -> None:
-        self._inner = inner
-        self._pause = pause
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
-
-    async def get_for_update(self, order_id: uuid.UUID) -> Order | None:
-        order = await self._inner.get_for_update(order_id)
-        await asyncio.sleep(self._pause)
-        return order
-
-
-class _PausedUnitOfWork:
-    """Delegates to a real unit of work, pausing either on the way in (lock
-    held, nothing read) or right after the order row is locked."""
-
-    def __init__(self, inner: UnitOfWork, where: str) -> None:
-        self._inner = inner
-        self._where = where
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
-
-    @property
-    def orders(self) -> OrderRepository:
-        if self._where == "in-transaction":
-            return _OrdersPausedAfterRowLock(self._inner.orders, PAUSE)  # type: ignore[return-value]
-        return self._inner.orders
-
-    async def __aenter__(self) -> Self:
-        if self._where == "before":
-            await asyncio.sleep(PAUSE)
-        await self._inner.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._inner.__aexit__(exc_type, exc, tb)
-
-
-class _PauseFirstPayment:
-    """Pauses the next payment once: "before" it opens its transaction (lock
-    held, nothing read), or "in-transaction" with the order row locked."""
-
-    def __init__(self, inner: PostgresUnitOfWorkFactory) -> None:
-        self._inner = inner
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self._pool = pool
         self.pause_next: str | None = None
 
-    def __call__(self) -> UnitOfWork:
-        uow = self._inner()
+    async def settle_order(self, settlement: OrderSettlement) -> SettleOutcome:
         where, self.pause_next = self.pause_next, None
-        if where is None:
-            return uow
-        return _PausedUnitOfWork(uow, where)  # type: ignore[return-value]
+        if where == "before":
+            await asyncio.sleep(PAUSE)
+        if where != "in-transaction":
+            return await super().settle_order(settlement)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", settlement.before.id
+            )
+            await asyncio.sleep(PAUSE)
+            return await PostgresSettlements(conn).settle_order(settlement)
 
 
 @dataclass
 class Scene:
     service: PaymentService
-    uow: _PauseFirstPayment
+    settlements: _PauseFirstPayment
     locks: LockManager
     payer: Principal
     order: Order
@@ -121,13 +83,14 @@ async def scene(
         locks = PostgresLockManager(pool)
     clock = SystemClock()
     users = PostgresUserRepository(pool)
-    uow = _PauseFirstPayment(PostgresUnitOfWorkFactory(pool))
+    settlements = _PauseFirstPayment(pool)
     service = PaymentService(
         users=users,
         orders=PostgresOrderRepository(pool),
         ledger=PostgresLedgerRepository(pool),
         idempotency=PostgresIdempotencyStore(pool),
-        uow=uow,
+        settlements=settlements,
+        uow=PostgresUnitOfWorkFactory(pool),
         locks=locks,
         clock=clock,
         settings=PaymentSettings(lock_ttl_seconds=LOCK_TTL),
@@ -145,7 +108,7 @@ async def scene(
     await service.credit(admin, payer.user_id, CREDIT, "EUR", "top-up")
     order = await service.create_order(payer, NewOrder(people[1].id, PRICE, "EUR"))
     try:
-        yield Scene(service, uow, locks, payer, order)
+        yield Scene(service, settlements, locks, payer, order)
     finally:
         if client is not None:
             await client.aclose()
@@ -165,7 +128,7 @@ async def _charged(pool: asyncpg.Pool, scene: Scene) -> tuple[int, int]:
 async def test_expired_lock_under_a_paused_holder_pays_once(
     scene: Scene, pool: asyncpg.Pool
 ) -> None:
-    scene.uow.pause_next = "before"
+    scene.settlements.pause_next = "before"
     paused = asyncio.create_task(
         scene.service.process_payment(scene.payer, scene.order.id, "key-a")
     )
@@ -181,7 +144,7 @@ async def test_expired_lock_with_one_key_replays_instead_of_paying_twice(
     scene: Scene, pool: asyncpg.Pool
 ) -> None:
     key = "same-key"
-    scene.uow.pause_next = "before"
+    scene.settlements.pause_next = "before"
     paused = asyncio.create_task(scene.service.process_payment(scene.payer, scene.order.id, key))
     await asyncio.sleep(LOCK_TTL * 2)
     second = await scene.service.process_payment(scene.payer, scene.order.id, key)
@@ -195,7 +158,7 @@ async def test_a_cancelled_payment_releases_its_lock_at_once(
     scene: Scene, pool: asyncpg.Pool
 ) -> None:
     key = f"payment-lock-{scene.order.id}"
-    scene.uow.pause_next = "before"
+    scene.settlements.pause_next = "before"
     paying = asyncio.create_task(scene.service.process_payment(scene.payer, scene.order.id, "k"))
     await asyncio.sleep(LOCK_TTL / 5)  # it holds the lock, paused before its transaction
     assert await scene.locks.try_acquire(key, 5) is None
@@ -215,7 +178,7 @@ async def test_a_retry_queued_behind_the_row_lock_replays_the_first_answer(
     (same key) takes the lock, waits for the row, and must answer what the
     first call answered, not "already paid"."""
     key = "same-key"
-    scene.uow.pause_next = "in-transaction"
+    scene.settlements.pause_next = "in-transaction"
     first = asyncio.create_task(scene.service.process_payment(scene.payer, scene.order.id, key))
     await asyncio.sleep(LOCK_TTL * 2)
     retry = await scene.service.process_payment(scene.payer, scene.order.id, key)

@@ -42,6 +42,7 @@ from tests.fakes import (
     InMemoryLocks,
     InMemoryOrders,
     InMemoryOutboxStore,
+    InMemorySettlements,
     InMemoryUnitOfWorkFactory,
     InMemoryUsers,
 )
@@ -57,6 +58,7 @@ class World:
     users: InMemoryUsers
     uow: InMemoryUnitOfWorkFactory
     locks: InMemoryLocks
+    settlements: InMemorySettlements
     service: PaymentService
     people: dict[str, Principal]
     keys: itertools.count[int]
@@ -132,17 +134,19 @@ def world() -> World:
         people[name] = Principal(user.id, is_admin)
     uow = InMemoryUnitOfWorkFactory(users)
     locks = InMemoryLocks(clock)
+    settlements = InMemorySettlements(uow)
     service = PaymentService(
         users=users,
         orders=uow.orders,
         ledger=uow.ledger,
         idempotency=uow.idempotency,
+        settlements=settlements,
         uow=uow,
         locks=locks,
         clock=clock,
         settings=SETTINGS,
     )
-    return World(clock, users, uow, locks, service, people, itertools.count(1))
+    return World(clock, users, uow, locks, settlements, service, people, itertools.count(1))
 
 
 def _lock_key(order: Order) -> str:
@@ -517,9 +521,13 @@ async def _pay_twice(world: World, order: Order) -> None:
         await world.service.process_payment(world.alice, order.id, world.key())
 
 
-async def _refund_pending(world: World, order: Order) -> None:
+async def _pay_expired_meanwhile(world: World, order: Order) -> None:
+    async def expire() -> None:
+        world.orders.rows[order.id] = order.expire(world.clock.now())
+
+    world.settlements.meanwhile = expire
     with pytest.raises(FailedPreconditionError):
-        await world.service.refund(world.bob, order.id, world.key())
+        await world.service.process_payment(world.alice, order.id, world.key())
 
 
 Outcome = Callable[[World, Order], Awaitable[None]]
@@ -528,7 +536,7 @@ LOCK_OUTCOMES: dict[str, Outcome] = {
     "pay-succeeds": _pay_succeeds,
     "pay-lacks-funds": _pay_lacks_funds,
     "pay-already-paid": _pay_twice,
-    "refund-pending": _refund_pending,
+    "pay-order-expired-meanwhile": _pay_expired_meanwhile,
 }
 
 
@@ -542,6 +550,25 @@ async def test_the_payment_lock_is_released_on_every_outcome(
 
     assert _lock_key(order) in world.locks.acquired
     assert await _lock_is_free(world, _lock_key(order))
+
+
+@pytest.mark.parametrize(
+    ("status", "operation"),
+    [("pending", "refund"), ("paid", "pay"), ("expired", "pay"), ("expired", "refund")],
+)
+async def test_a_move_the_order_cannot_make_is_refused_without_the_lock(
+    world: World, status: str, operation: str
+) -> None:
+    order = await world.order()
+    world.orders.rows[order.id] = dataclasses.replace(order, status=OrderStatus(status))
+    caller = world.alice if operation == "pay" else world.bob
+    act = world.service.process_payment if operation == "pay" else world.service.refund
+
+    with pytest.raises(FailedPreconditionError):
+        await act(caller, order.id, world.key())
+
+    assert world.locks.acquired == []
+    assert world.settlements.settled == 0
 
 
 async def test_concurrent_pays_with_different_keys_pay_exactly_once(world: World) -> None:
@@ -587,6 +614,7 @@ async def test_without_a_working_lock_the_transaction_still_pays_once(world: Wor
         orders=world.orders,
         ledger=world.ledger,
         idempotency=world.idempotency,
+        settlements=InMemorySettlements(world.uow),
         uow=world.uow,
         locks=world.locks,
         clock=world.clock,
@@ -1003,6 +1031,7 @@ async def test_settle_waits_for_a_release_that_outlived_its_cancelled_request(
         orders=world.uow.orders,
         ledger=world.uow.ledger,
         idempotency=world.uow.idempotency,
+        settlements=InMemorySettlements(world.uow),
         uow=world.uow,
         locks=locks,
         clock=world.clock,

@@ -10,8 +10,9 @@ from typing import Protocol, Self
 
 from ledgerline.domain.events import DomainEvent, OutboxEvent, OutboxStats
 from ledgerline.domain.idempotency import IdempotencyRecord
-from ledgerline.domain.ledger import Balance, EntryPage, LedgerEntry, Transfer
+from ledgerline.domain.ledger import Balance, EntryPage
 from ledgerline.domain.order import Order, OrderId
+from ledgerline.domain.settlement import CreditSettlement, OrderSettlement, SettleOutcome
 from ledgerline.domain.user import AccessToken, Email, Principal, User, UserId
 
 
@@ -77,9 +78,6 @@ class OrderRepository(Protocol):
 
     async def get(self, order_id: OrderId) -> Order | None: ...
 
-    async def get_for_update(self, order_id: OrderId) -> Order | None:
-        """Reads the order and locks its row until the transaction ends."""
-
     async def update(self, order: Order) -> None: ...
 
     async def lock_pending_created_before(self, cutoff: datetime, limit: int) -> list[Order]:
@@ -89,12 +87,6 @@ class OrderRepository(Protocol):
 
 
 class LedgerRepository(Protocol):
-    async def apply(self, transfer: Transfer) -> tuple[LedgerEntry, LedgerEntry]:
-        """Writes the transfer's two entries (source first) and moves the
-        balances. Raises InsufficientFundsError when the source wallet lacks
-        the money, FailedPreconditionError when the order already has a
-        transfer of this kind."""
-
     async def balances(self, owner_id: UserId) -> list[Balance]: ...
 
     async def entries(self, owner_id: UserId, limit: int, cursor: str | None) -> EntryPage:
@@ -102,13 +94,32 @@ class LedgerRepository(Protocol):
         previous page. Raises InvalidArgumentError for a cursor it did not make."""
 
 
+class Settlements(Protocol):
+    """Pays, refunds and credits, each committed whole in one step: one
+    round trip to the database (domain/settlement.py)."""
+
+    async def order_and_record(
+        self, order_id: OrderId, caller_id: UserId, key: str, now: datetime
+    ) -> tuple[Order | None, IdempotencyRecord | None]:
+        """The order, and what this caller stored under ``key`` and has not
+        expired, read together (one snapshot)."""
+
+    async def user_and_record(
+        self, user_id: UserId, caller_id: UserId, key: str, now: datetime
+    ) -> tuple[bool, IdempotencyRecord | None]:
+        """Whether the user exists, and the caller's record, read together."""
+
+    async def settle_order(self, settlement: OrderSettlement) -> SettleOutcome:
+        """Commits the pay or refund if the order is still as it was read.
+        Raises InsufficientFundsError when the source wallet lacks the money."""
+
+    async def settle_credit(self, settlement: CreditSettlement) -> SettleOutcome:
+        """Commits the credit (Settled, Replayed or KeyTaken)."""
+
+
 class IdempotencyStore(Protocol):
     async def get(self, caller_id: UserId, key: str, now: datetime) -> IdempotencyRecord | None:
         """The unexpired record for this caller's key, if any."""
-
-    async def save(self, record: IdempotencyRecord) -> bool:
-        """Stores the record; False when the key is taken already (the
-        caller then rolls back and replays what the other request stored)."""
 
     async def purge(self, now: datetime, batch: int) -> int:
         """Deletes up to ``batch`` expired records; returns how many."""
@@ -181,12 +192,6 @@ class UnitOfWork(Protocol):
 
     @property
     def orders(self) -> OrderRepository: ...
-
-    @property
-    def ledger(self) -> LedgerRepository: ...
-
-    @property
-    def idempotency(self) -> IdempotencyStore: ...
 
     @property
     def outbox(self) -> Outbox: ...

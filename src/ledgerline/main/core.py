@@ -36,6 +36,7 @@ from ledgerline.repository.postgres.idempotency import PostgresIdempotencyStore
 from ledgerline.repository.postgres.ledger import PostgresLedgerRepository
 from ledgerline.repository.postgres.orders import PostgresOrderRepository
 from ledgerline.repository.postgres.outbox import PostgresOutboxStore
+from ledgerline.repository.postgres.settlements import PostgresSettlements
 from ledgerline.repository.postgres.unit_of_work import PostgresUnitOfWorkFactory
 from ledgerline.repository.postgres.users import PostgresUserRepository
 from ledgerline.usecase.expiry import OrderExpiry
@@ -178,6 +179,7 @@ class Core:
             orders=PostgresOrderRepository(pool),
             ledger=PostgresLedgerRepository(pool),
             idempotency=PostgresIdempotencyStore(pool),
+            settlements=PostgresSettlements(pool),
             uow=uow,
             locks=locks,
             clock=clock,

@@ -1,10 +1,14 @@
 """Wallets, orders and exactly-once payments.
 
-The guarantee is the database transaction: the order row is re-read under a
-row lock, its state checked, and the ledger entries, the new status and the
-idempotency record committed together, with unique constraints as the last
-word. The distributed lock in front of it only keeps two processors from
-doing the same work at once, and answers a concurrent caller at once."""
+The rules are here and in the domain: who may act, the order's state
+machine, what moves where, the event and the answer kept under the
+idempotency key. A pay, a refund or a credit decided by them is committed
+whole in one step by the Settlements port (one database round trip), which
+re-reads the order under a row lock and commits only if it is still what
+the decision was made from; otherwise it says what it found, and the rules
+decide again. The database's constraints are the last word. The
+distributed lock in front of it only keeps two processors from doing the
+same work at once, and answers a concurrent caller at once."""
 
 from __future__ import annotations
 
@@ -12,8 +16,8 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from ledgerline.domain.errors import (
@@ -41,9 +45,17 @@ from ledgerline.domain.ports import (
     LedgerRepository,
     LockManager,
     OrderRepository,
-    UnitOfWork,
+    Settlements,
     UnitOfWorkFactory,
     UserRepository,
+)
+from ledgerline.domain.settlement import (
+    CreditSettlement,
+    KeyTaken,
+    OrderSettlement,
+    Replayed,
+    Settled,
+    Stale,
 )
 from ledgerline.domain.user import Principal, UserId
 from ledgerline.domain.validation import collect_violations
@@ -66,9 +78,18 @@ class NewOrder:
     description: str | None = None
 
 
-class _KeyTakenError(Exception):
-    """Another request stored this idempotency key first; roll back and
-    answer with what it stored."""
+# A settlement that finds its order changed decides again from what it
+# found; an order that changes under it this often is answered "retry".
+_STALE_RETRIES = 3
+
+
+def _lookup_key(raw: str) -> str:
+    """The key to look up before it is validated (it is, after the caller's
+    permission): an invalid one, which no record can hold, as ""."""
+    try:
+        return parse_idempotency_key(raw)
+    except InvalidArgumentError:
+        return ""
 
 
 class PaymentService:
@@ -79,6 +100,7 @@ class PaymentService:
         orders: OrderRepository,
         ledger: LedgerRepository,
         idempotency: IdempotencyStore,
+        settlements: Settlements,
         uow: UnitOfWorkFactory,
         locks: LockManager,
         clock: Clock,
@@ -88,6 +110,7 @@ class PaymentService:
         self._orders = orders
         self._ledger = ledger
         self._idempotency = idempotency
+        self._settlements = settlements
         self._uow = uow
         self._locks = locks
         self._clock = clock
@@ -147,47 +170,65 @@ class PaymentService:
     ) -> Order:
         operation = ORDER_PAY if kind is TransferKind.PAYMENT else ORDER_REFUND
         request = IdempotentRequest.of(key, operation, caller.user_id, {"order_id": str(order_id)})
-        # Who may act on an order never changes, so it is checked first, from
-        # a plain read: a caller who may not act gets 403/404 whatever key
-        # they send, and cannot take the order's lock from its payer.
-        self._authorize(caller, await self._orders.get(order_id), kind)
-        replayed = await self._replay(caller, request)
-        if replayed is not None:
-            return Order.from_snapshot(replayed)
-        try:
-            async with self._hold(f"payment-lock-{order_id}"), self._uow() as uow:
-                order = await uow.orders.get_for_update(order_id)
-                # The lock may have expired under a paused holder. With the
-                # row locked, whatever that holder did has committed: the
-                # record, not the lock, says whether this request already ran.
-                if await uow.idempotency.get(caller.user_id, request.key, self._clock.now()):
-                    raise _KeyTakenError
-                order = self._authorize(caller, order, kind)
-                now = self._clock.now()
-                if kind is TransferKind.PAYMENT:
-                    moved = order.pay(now)
-                    source, destination = order.payer_id, order.payee_id
-                else:
-                    moved = order.refund(now)
-                    source, destination = order.payee_id, order.payer_id
-                transfer = Transfer(
-                    uuid.uuid4(), kind, source, destination, order.money, order.id, now
-                )
-                await uow.ledger.apply(transfer)
-                await uow.orders.update(moved)
-                event = OrderPaid if kind is TransferKind.PAYMENT else OrderRefunded
-                await uow.outbox.add(event.of(moved, transfer.id))
-                await self._remember(uow, caller, request, moved.snapshot())
-                await uow.commit()
-                return moved
-        except _KeyTakenError:
-            replayed = await self._replay(caller, request)
-            if replayed is None:  # the other request's record expired meanwhile
-                raise PaymentInProgressError("retry the request") from None
-            return Order.from_snapshot(replayed)
+        # One read before the lock: the order, and what this caller stored
+        # under the key, in one snapshot. Who may act on an order never
+        # changes, so it is checked here: a caller who may not act gets
+        # 403/404 whatever key they send, and never takes the order's lock.
+        order, record = await self._settlements.order_and_record(
+            order_id, caller.user_id, _lookup_key(key), self._clock.now()
+        )
+        order = self.authorize_transition(caller, order, kind)
+        parse_idempotency_key(key)
+        if record is not None:
+            return Order.from_snapshot(self._replayed(request, record))
+        # A move the order cannot make now fails here, without the lock: the
+        # answer is true of the order as it was during the request.
+        settlement = self._order_settlement(caller, order, kind, request)
+        async with self._hold(f"payment-lock-{order_id}"):
+            for _ in range(_STALE_RETRIES):
+                outcome = await self._settlements.settle_order(settlement)
+                match outcome:
+                    case Settled():
+                        return settlement.after
+                    case Replayed(record):
+                        return Order.from_snapshot(self._replayed(request, record))
+                    case Stale(current):
+                        # Changed since it was read (paid under another key,
+                        # expired...): the rules decide again from what it is.
+                        order = self.authorize_transition(caller, current, kind)
+                        settlement = self._order_settlement(caller, order, kind, request)
+                    case KeyTaken():
+                        break
+            else:
+                raise PaymentInProgressError("the order keeps changing; retry the request")
+        return Order.from_snapshot(await self._replay_taken(caller, request))
+
+    def _order_settlement(
+        self, caller: Principal, order: Order, kind: TransferKind, request: IdempotentRequest
+    ) -> OrderSettlement:
+        now = self._clock.now()
+        if kind is TransferKind.PAYMENT:
+            moved = order.pay(now)
+            source, destination = order.payer_id, order.payee_id
+        else:
+            moved = order.refund(now)
+            source, destination = order.payee_id, order.payer_id
+        transfer = Transfer(uuid.uuid4(), kind, source, destination, order.money, order.id, now)
+        event = OrderPaid if kind is TransferKind.PAYMENT else OrderRefunded
+        return OrderSettlement(
+            before=order,
+            after=moved,
+            transfer=transfer,
+            source_entry=uuid.uuid4(),
+            destination_entry=uuid.uuid4(),
+            event=event.of(moved, transfer.id),
+            record=self._record(caller, request, moved.snapshot(), now),
+        )
 
     @staticmethod
-    def _authorize(caller: Principal, order: Order | None, kind: TransferKind) -> Order:
+    def authorize_transition(caller: Principal, order: Order | None, kind: TransferKind) -> Order:
+        """Who may pay (the payer) or refund (the payee, an admin) the order;
+        anyone else may not know it exists."""
         if order is None or not (caller.is_admin or order.is_party(caller.user_id)):
             raise NotFoundError("order not found")
         if kind is TransferKind.PAYMENT and caller.user_id != order.payer_id:
@@ -214,29 +255,37 @@ class PaymentService:
         money = Money.parse(amount, currency)
         params = {"user_id": str(user_id), "amount": amount, "currency": currency}
         request = IdempotentRequest.of(key, WALLET_CREDIT, caller.user_id, params)
-        replayed = await self._replay(caller, request)
-        if replayed is not None:
-            return Credit.from_snapshot(replayed)
-        if await self._users.get_by_id(user_id) is None:
+        parse_idempotency_key(key)
+        exists, record = await self._settlements.user_and_record(
+            user_id, caller.user_id, key, self._clock.now()
+        )
+        if record is not None:
+            return Credit.from_snapshot(self._replayed(request, record))
+        if not exists:
             raise NotFoundError("user not found")
-        try:
-            lock = f"credit-lock-{caller.user_id}-{request.key}"
-            async with self._hold(lock), self._uow() as uow:
-                now = self._clock.now()
-                transfer = Transfer(
-                    uuid.uuid4(), TransferKind.CREDIT, None, user_id, money, None, now
+        async with self._hold(f"credit-lock-{caller.user_id}-{request.key}"):
+            now = self._clock.now()
+            transfer = Transfer(uuid.uuid4(), TransferKind.CREDIT, None, user_id, money, None, now)
+            entry = uuid.uuid4()
+            # The balance after the credit is the store's to write in.
+            credit = Credit(entry, user_id, money, balance=0)
+            outcome = await self._settlements.settle_credit(
+                CreditSettlement(
+                    transfer=transfer,
+                    source_entry=uuid.uuid4(),
+                    destination_entry=entry,
+                    event=WalletCredited.of(credit, now),
+                    record=self._record(caller, request, credit.snapshot(), now),
                 )
-                _, entry = await uow.ledger.apply(transfer)
-                credit = Credit(entry.id, user_id, money, entry.balance_after)
-                await uow.outbox.add(WalletCredited.of(credit, now))
-                await self._remember(uow, caller, request, credit.snapshot())
-                await uow.commit()
-                return credit
-        except _KeyTakenError:
-            replayed = await self._replay(caller, request)
-            if replayed is None:
-                raise PaymentInProgressError("retry the request") from None
-            return Credit.from_snapshot(replayed)
+            )
+            match outcome:
+                case Settled(balance):
+                    return replace(credit, balance=balance)
+                case Replayed(record):
+                    return Credit.from_snapshot(self._replayed(request, record))
+                case KeyTaken() | Stale():
+                    pass
+        return Credit.from_snapshot(await self._replay_taken(caller, request))
 
     @staticmethod
     def authorize_credit(caller: Principal) -> None:
@@ -257,24 +306,29 @@ class PaymentService:
 
     # Idempotency ------------------------------------------------------------
 
-    async def _replay(self, caller: Principal, request: IdempotentRequest) -> dict[str, Any] | None:
-        parse_idempotency_key(request.key)
-        record = await self._idempotency.get(caller.user_id, request.key, self._clock.now())
-        if record is None:
-            return None
+    @staticmethod
+    def _replayed(request: IdempotentRequest, record: IdempotencyRecord) -> dict[str, Any]:
+        """What ``record`` answered, if this same request stored it."""
         if not request.matches(record):
             raise IdempotencyMismatchError("this Idempotency-Key was used with a different request")
         return record.result
 
-    async def _remember(
+    async def _replay_taken(self, caller: Principal, request: IdempotentRequest) -> dict[str, Any]:
+        """Another request stored an answer under the key while this one
+        ran, and this one was rolled back: answer with what it stored."""
+        record = await self._idempotency.get(caller.user_id, request.key, self._clock.now())
+        if record is None:  # the other request's record expired meanwhile
+            raise PaymentInProgressError("retry the request")
+        return self._replayed(request, record)
+
+    def _record(
         self,
-        uow: UnitOfWork,
         caller: Principal,
         request: IdempotentRequest,
         result: dict[str, Any],
-    ) -> None:
-        now = self._clock.now()
-        record = IdempotencyRecord(
+        now: datetime,
+    ) -> IdempotencyRecord:
+        return IdempotencyRecord(
             caller_id=caller.user_id,
             key=request.key,
             fingerprint=request.fingerprint,
@@ -283,8 +337,6 @@ class PaymentService:
             created_at=now,
             expires_at=now + self._settings.idempotency_retention,
         )
-        if not await uow.idempotency.save(record):
-            raise _KeyTakenError
 
     async def settle(self) -> None:
         """Waits for lock releases still under way, so that a stopping

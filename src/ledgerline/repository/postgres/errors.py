@@ -46,9 +46,10 @@ def translate_errors() -> Iterator[None]:
         if known is None:
             raise
         raise type(known)(known.message) from exc
-    except (asyncpg.QueryCanceledError, TimeoutError) as exc:
-        # A cancelled query or the driver's timeout: the caller's deadline ran
-        # out. (TimeoutError is an OSError: this clause must come first.)
+    except (asyncpg.QueryCanceledError, asyncpg.LockNotAvailableError, TimeoutError) as exc:
+        # A cancelled query, a lock wait past the deadline's lock_timeout,
+        # or the driver's timeout: the caller's deadline ran out.
+        # (TimeoutError is an OSError: this clause must come first.)
         raise DeadlineExceededError() from exc
     except asyncpg.NumericValueOutOfRangeError as exc:
         # A balance past what a bigint holds: refuse the movement, change nothing.

@@ -1,5 +1,6 @@
-"""IdempotencyStore over asyncpg. Records are written in the transaction of
-the effect they describe; the primary key (caller, key) settles races."""
+"""IdempotencyStore over asyncpg: reads and the purge. Records are written
+in the transaction of the effect they describe, by the settlement
+functions (settlements.py); the primary key (caller, key) settles races."""
 
 from __future__ import annotations
 
@@ -38,32 +39,6 @@ class PostgresIdempotencyStore:
             created_at=row["created_at"],
             expires_at=row["expires_at"],
         )
-
-    @translated
-    async def save(self, record: IdempotencyRecord) -> bool:
-        # An expired record under the same key may be taken over.
-        inserted = await self._db.fetchval(
-            """
-            INSERT INTO idempotency_keys
-                (caller_id, key, fingerprint, operation, result, created_at, expires_at)
-            VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)
-            ON CONFLICT (caller_id, key) DO UPDATE
-                SET fingerprint = EXCLUDED.fingerprint, operation = EXCLUDED.operation,
-                    result = EXCLUDED.result, created_at = EXCLUDED.created_at,
-                    expires_at = EXCLUDED.expires_at
-                WHERE idempotency_keys.expires_at <= EXCLUDED.created_at
-            RETURNING true
-            """,
-            record.caller_id,
-            record.key,
-            record.fingerprint,
-            record.operation,
-            json.dumps(record.result),
-            record.created_at,
-            record.expires_at,
-            timeout=remaining(),
-        )
-        return inserted is True
 
     @translated
     async def purge(self, now: datetime, batch: int) -> int:

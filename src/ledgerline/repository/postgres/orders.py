@@ -12,12 +12,12 @@ from ledgerline.platform.deadline import remaining
 from ledgerline.repository.postgres.errors import translated
 from ledgerline.repository.postgres.executor import Executor, queries
 
-_COLUMNS = (
+ORDER_COLUMNS = (
     "id, payer_id, payee_id, amount, currency, description, status, created_at, updated_at, paid_at"
 )
 
 
-def _to_order(row: asyncpg.Record) -> Order:
+def to_order(row: asyncpg.Record) -> Order:
     return Order(
         id=row["id"],
         payer_id=row["payer_id"],
@@ -38,7 +38,7 @@ class PostgresOrderRepository:
     @translated
     async def add(self, order: Order) -> None:
         await self._db.execute(
-            f"INSERT INTO orders ({_COLUMNS}) "  # noqa: S608
+            f"INSERT INTO orders ({ORDER_COLUMNS}) "  # noqa: S608
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             order.id,
             order.payer_id,
@@ -56,32 +56,23 @@ class PostgresOrderRepository:
     @translated
     async def get(self, order_id: OrderId) -> Order | None:
         row = await self._db.fetchrow(
-            f"SELECT {_COLUMNS} FROM orders WHERE id = $1",  # noqa: S608
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1",  # noqa: S608
             order_id,
             timeout=remaining(),
         )
-        return None if row is None else _to_order(row)
-
-    @translated
-    async def get_for_update(self, order_id: OrderId) -> Order | None:
-        row = await self._db.fetchrow(
-            f"SELECT {_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE",  # noqa: S608
-            order_id,
-            timeout=remaining(),
-        )
-        return None if row is None else _to_order(row)
+        return None if row is None else to_order(row)
 
     @translated
     async def lock_pending_created_before(self, cutoff: datetime, limit: int) -> list[Order]:
         rows = await self._db.fetch(
-            f"SELECT {_COLUMNS} FROM orders "  # noqa: S608
+            f"SELECT {ORDER_COLUMNS} FROM orders "  # noqa: S608
             "WHERE status = 'pending' AND created_at < $1 "
             "ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
             cutoff,
             limit,
             timeout=remaining(),
         )
-        return [_to_order(row) for row in rows]
+        return [to_order(row) for row in rows]
 
     @translated
     async def update(self, order: Order) -> None:

@@ -16,19 +16,9 @@ from ledgerline.platform.deadline import remaining
 from ledgerline.repository.postgres.errors import translated
 from ledgerline.repository.postgres.executor import Executor, queries
 
-# The aggregate's counter row is taken first: it numbers the event and holds
-# the aggregate's next event back until this transaction ends.
-_ADD = """
-WITH numbered AS (
-    INSERT INTO outbox_versions AS v (aggregate_type, aggregate_id, version)
-    VALUES ($4, $5, 1)
-    ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET version = v.version + 1
-    RETURNING version
-)
-INSERT INTO outbox
-    (id, type, subject, aggregate_type, aggregate_id, version, payload, occurred_at)
-SELECT $1, $2, $3, $4, $5, numbered.version, $6::jsonb, $7 FROM numbered
-"""
+# Numbered within its aggregate by the database function (migration 0005),
+# which the settlements call too.
+_ADD = "SELECT outbox_record($1, $2, $3, $4, $5, $6::jsonb, $7)"
 
 _EVENT_COLUMNS = (
     "o.id, o.type, o.subject, o.aggregate_type, o.aggregate_id, o.version, o.occurred_at, "
@@ -92,23 +82,26 @@ def _to_event(row: asyncpg.Record) -> OutboxEvent:
     )
 
 
+def event_args(event: DomainEvent) -> tuple[object, ...]:
+    """The event as outbox_record() takes it."""
+    return (
+        event.id,
+        event.TYPE,
+        event.subject,
+        str(event.AGGREGATE),
+        event.aggregate_id,
+        json.dumps(event.data()),
+        event.occurred_at,
+    )
+
+
 class PostgresOutbox:
     def __init__(self, db: Executor) -> None:
         self._db = queries(db)
 
     @translated
     async def add(self, event: DomainEvent) -> None:
-        await self._db.execute(
-            _ADD,
-            event.id,
-            event.TYPE,
-            event.subject,
-            str(event.AGGREGATE),
-            event.aggregate_id,
-            json.dumps(event.data()),
-            event.occurred_at,
-            timeout=remaining(),
-        )
+        await self._db.execute(_ADD, *event_args(event), timeout=remaining())
 
 
 class PostgresOutboxStore:

@@ -17,8 +17,6 @@ from asyncpg.pool import PoolConnectionProxy
 from ledgerline.platform.database import acquire, release
 from ledgerline.platform.deadline import remaining
 from ledgerline.repository.postgres.errors import translated
-from ledgerline.repository.postgres.idempotency import PostgresIdempotencyStore
-from ledgerline.repository.postgres.ledger import PostgresLedgerRepository
 from ledgerline.repository.postgres.orders import PostgresOrderRepository
 from ledgerline.repository.postgres.outbox import PostgresOutbox
 from ledgerline.repository.postgres.users import PostgresUserRepository
@@ -27,8 +25,6 @@ from ledgerline.repository.postgres.users import PostgresUserRepository
 class PostgresUnitOfWork:
     users: PostgresUserRepository
     orders: PostgresOrderRepository
-    ledger: PostgresLedgerRepository
-    idempotency: PostgresIdempotencyStore
     outbox: PostgresOutbox
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -50,8 +46,6 @@ class PostgresUnitOfWork:
         self._conn = conn
         self.users = PostgresUserRepository(conn)
         self.orders = PostgresOrderRepository(conn)
-        self.ledger = PostgresLedgerRepository(conn)
-        self.idempotency = PostgresIdempotencyStore(conn)
         self.outbox = PostgresOutbox(conn)
         return self
 
