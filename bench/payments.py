@@ -1,7 +1,6 @@
-"""Payments benchmark: paid orders per second with many payers in parallel
-(no contention), and the latency of a contended pay (many callers racing
-for one order), against `ledgerline serve --workers 2` with Redis locks and
-PostgreSQL on this machine.
+"""Payments benchmark: paid orders per second against PostgreSQL's own
+pgbench on the same machine in the same run, the lock's cost, and the
+latency of a single pay, uncontended and contended.
 
     .venv/bin/python -m bench.payments                 # from the repository root
     .venv/bin/python -m bench.payments --duration 15 --connections 64
@@ -10,18 +9,37 @@ Set-up, all on loopback and bounded in time: a fresh database
 `ledgerline_bench_payments` on the machine's PostgreSQL, migrated; an admin,
 payers and payees inserted directly; every payer credited through the API
 (POST /v1/admin/credits, so the ledger is real); pending orders inserted
-directly. Then wrk pays distinct orders (each request its own order and its
-own Idempotency-Key) for --duration seconds, and the figures are checked
-against the database: paid orders == 200 answers, wallets == credits. Then
---rounds rounds of --racers concurrent pay calls on one fresh order each.
-Everything started is stopped, and the database dropped, in finally blocks.
+directly, a slice of its own for each measurement. Then, in this order:
+
+1. pgbench TPC-B (`pgbench -i -s 10` in `ledgerline_bench_tpcb`, then
+   `-c 16 -j 2 -T <duration>`), the database's reference figure;
+2. for each lock variant (--variants: Redis, PostgreSQL advisory locks, and
+   no lock at all, which only bench/unlocked_serve.py offers),
+   `ledgerline serve --workers 2` under wrk paying distinct orders (each
+   request its own order and its own Idempotency-Key) for --duration
+   seconds; the Redis run also measures --single sequential pays (the
+   latency of one uncontended pay) and --rounds rounds of --racers
+   concurrent pays on one order (the contended pay);
+3. pgbench running the service's own pay SQL (the read before the lock and
+   the settle_order() call, 16 clients), where the schema has it;
+4. pgbench TPC-B again.
+
+Every ratio is to the mean of the two TPC-B runs. The books are checked
+against the database at the end: paid orders == 200 answers (give or take
+the requests in flight when wrk stopped), wallets == credits.
+--ledgerline runs another build of the service (its own migrations), e.g.
+an earlier commit's, for a before/after comparison in one sitting.
+Everything started is stopped, and the databases dropped, in finally
+blocks.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
 import secrets
 import shutil
 import statistics
@@ -34,6 +52,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -51,12 +70,15 @@ from bench.run import (
     service_env,
     with_database,
 )
+from ledgerline.domain.events import OrderPaid
+from ledgerline.domain.money import Money
+from ledgerline.domain.order import Order, OrderStatus
 from ledgerline.domain.user import Principal
 from ledgerline.platform.clock import SystemClock
 from ledgerline.platform.tokens import JWTIssuer
 
 BENCH_DB = "ledgerline_bench_payments"
-TARGET_PAID_PER_SECOND = 500
+TARGET_RATIO = 0.4  # paid orders/s against pgbench TPC-B
 CREDIT = 10**9
 PRICE = 100
 FAKE_HASH = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2g"
@@ -130,6 +152,9 @@ class Options:
     workers: int
     rounds: int
     racers: int
+    single: int
+    variants: list[str]
+    ledgerline: str
 
 
 @dataclass
@@ -272,87 +297,347 @@ async def seed_orders_for(db_url: str, people: People, payer: uuid.UUID) -> list
     return await seed_orders(db_url, single, 1)
 
 
+# --------------------------------------------------------------- pgbench
+
+
+TPCB_DB = "ledgerline_bench_tpcb"
+TPCB_SCALE = 10
+PGBENCH_CLIENTS = 16
+OWN_PAYERS = 500
+OWN_ORDERS_PER_CLIENT = 20_000
+
+# The service's own pay, as pgbench runs it: the read before the lock and
+# the settlement, one round trip each, on orders of their own (order n is
+# paid by client n mod 16, each client going through its orders in turn, so
+# that no two clients pay from one wallet at once).
+OWN_PAY_SQL = """\
+\\set i :i + 1
+\\set n :client_id + {clients} * :i
+SELECT id, payer_id, payee_id, amount, currency, description, status, created_at,
+       updated_at, paid_at,
+       idempotency_stored(md5('pgb-payer-' || (:n % {payers}))::uuid, 'pgb-' || :n, now())::text
+  FROM orders WHERE id = md5('pgb-order-' || :n)::uuid;
+SELECT outcome FROM settle_order(
+  md5('pgb-order-' || :n)::uuid, 'pending',
+  md5('pgb-payer-' || (:n % {payers}))::uuid, md5('pgb-payee-' || (:n % {payers}))::uuid,
+  {price}, 'EUR', 'paid', now(), now(),
+  gen_random_uuid(), 'payment',
+  md5('pgb-payer-' || (:n % {payers}))::uuid, md5('pgb-payee-' || (:n % {payers}))::uuid,
+  now(), gen_random_uuid(), gen_random_uuid(),
+  md5('pgb-payer-' || (:n % {payers}))::uuid, 'pgb-' || :n, '{fingerprint}', 'order.pay',
+  '{snapshot}'::jsonb, now(), now() + interval '24 hours',
+  gen_random_uuid(), 'order.paid', 'orders/' || md5('pgb-order-' || :n)::uuid, 'order',
+  md5('pgb-order-' || :n)::uuid, '{payload}'::jsonb, now());
+"""
+
+OWN_SEED = [
+    """INSERT INTO users (id, email, email_key, name, password_hash, is_admin, created_at,
+                          updated_at)
+       SELECT md5('pgb-' || side || '-' || g)::uuid, 'pgb-' || side || g || '@bench.example',
+              'pgb-' || side || g || '@bench.example', 'Bench', 'x', false, now(), now()
+         FROM generate_series(0, {payers} - 1) g, (VALUES ('payer'), ('payee')) AS s(side)""",
+    """SELECT ledger_transfer(gen_random_uuid(), 'credit', NULL, NULL,
+                              md5('pgb-payer-' || g)::uuid, 'EUR', {credit}, now(),
+                              gen_random_uuid(), gen_random_uuid())
+         FROM generate_series(0, {payers} - 1) g""",
+    """INSERT INTO orders (id, payer_id, payee_id, amount, currency, status, created_at,
+                           updated_at)
+       SELECT md5('pgb-order-' || n)::uuid, md5('pgb-payer-' || (n % {payers}))::uuid,
+              md5('pgb-payee-' || (n % {payers}))::uuid, {price}, 'EUR', 'pending', now(), now()
+         FROM generate_series(0, {orders} - 1) n""",
+]
+
+
+def _pg_args(url: str) -> tuple[list[str], dict[str, str]]:
+    """pgbench's connection options for ``url``, and its environment."""
+    parts = urlsplit(url)
+    args = ["-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 5432)]
+    args += ["-U", parts.username or "postgres", parts.path.lstrip("/")]
+    env = dict(os.environ)
+    if parts.password:
+        env["PGPASSWORD"] = parts.password
+    return args, env
+
+
+def pgbench(url: str, *options: str, duration: int) -> float:
+    """Transactions per second (without the connections' set-up)."""
+    where, env = _pg_args(url)
+    cmd = ["pgbench", "-n", "-c", str(PGBENCH_CLIENTS), "-j", "2", "-T", str(duration)]
+    proc = subprocess.run(
+        [*cmd, *options, *where],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=duration + 120,
+        check=False,
+    )
+    tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", proc.stdout)
+    if proc.returncode != 0 or tps is None:
+        raise RuntimeError(f"pgbench failed ({proc.returncode}): {proc.stderr}\n{proc.stdout}")
+    return float(tps.group(1))
+
+
+def prepare_tpcb(admin_url: str) -> str:
+    create_database(admin_url, TPCB_DB)
+    url = with_database(admin_url, TPCB_DB)
+    where, env = _pg_args(url)
+    subprocess.run(
+        ["pgbench", "-i", "-q", "-s", str(TPCB_SCALE), *where],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return url
+
+
+async def has_settle_order(db_url: str) -> bool:
+    conn = await asyncpg.connect(db_url)
+    try:
+        return bool(await conn.fetchval("SELECT to_regproc('settle_order') IS NOT NULL"))
+    finally:
+        await conn.close()
+
+
+async def seed_own_sql(db_url: str) -> int:
+    """The own-SQL run's payers, payees and orders; how many orders."""
+    orders = PGBENCH_CLIENTS * OWN_ORDERS_PER_CLIENT
+    values = {"payers": OWN_PAYERS, "credit": CREDIT, "price": PRICE, "orders": orders}
+    conn = await asyncpg.connect(db_url)
+    try:
+        for statement in OWN_SEED:
+            await conn.execute(statement.format(**values))
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+    return orders
+
+
+def own_pay_script(path: Path) -> None:
+    """The script, its JSON the size of what the service stores."""
+    now = datetime.now(UTC)
+    order = Order(
+        uuid.uuid4(),
+        uuid.uuid4(),
+        uuid.uuid4(),
+        Money(PRICE, "EUR"),
+        None,
+        OrderStatus.PAID,
+        now,
+        now,
+        now,
+    )
+    payload = OrderPaid.of(order, uuid.uuid4()).data()
+    path.write_text(
+        OWN_PAY_SQL.format(
+            clients=PGBENCH_CLIENTS,
+            payers=OWN_PAYERS,
+            price=PRICE,
+            fingerprint="sha256:" + "0" * 64,
+            snapshot=json.dumps(order.snapshot()),
+            payload=json.dumps(payload),
+        )
+    )
+
+
+async def own_paid(db_url: str) -> int:
+    conn = await asyncpg.connect(db_url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM idempotency_keys WHERE key LIKE 'pgb-%'",
+            )
+        )
+    finally:
+        await conn.close()
+
+
+# ---------------------------------------------------------------- service
+
+
+VARIANTS = ("redis", "advisory", "none")
+
+
+@dataclass
+class Variant:
+    name: str
+    paid_per_second: float = 0.0
+    result: WrkResult | None = None
+
+
+def serve_command(opts: Options, variant: str, port: int) -> list[str]:
+    args = ["serve", "--workers", str(opts.workers), "--port", str(port)]
+    if variant == "none":
+        return [sys.executable, "-m", "bench.unlocked_serve", *args[1:]]
+    return [opts.ledgerline, *args]
+
+
+def variant_env(env: dict[str, str], opts: Options, variant: str) -> dict[str, str]:
+    env = dict(env)
+    if variant == "advisory":
+        env.pop("LEDGERLINE_REDIS_URL", None)
+    else:
+        env["LEDGERLINE_REDIS_URL"] = opts.redis_url
+    return env
+
+
+async def single_pays(base: str, people: People, orders: list[uuid.UUID]) -> list[float]:
+    """One pay at a time, each on its own order: milliseconds each."""
+    payer_of = dict(zip(orders, people.payers, strict=False))
+    times: list[float] = []
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        for order in orders:
+            payer = payer_of[order]
+            started = time.perf_counter()
+            response = await client.post(
+                f"/v1/orders/{order}/pay",
+                headers={
+                    "Authorization": f"Bearer {people.tokens[payer]}",
+                    "Idempotency-Key": f"single-{order}",
+                },
+            )
+            times.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200:
+                raise RuntimeError(f"single pay answered {response.status_code}: {response.text}")
+    return times
+
+
+def pay_under_wrk(opts: Options, base: str, lua: Path, jobs: Path, variant: Variant) -> None:
+    result = run_wrk(
+        "POST /v1/orders/{id}/pay",
+        f"{base}/v1/orders/x/pay",
+        threads=opts.threads,
+        connections=opts.connections,
+        duration=opts.duration,
+        script=lua,
+        script_args=[str(opts.threads), str(jobs)],
+    )
+    variant.result = result
+    variant.paid_per_second = result.statuses.get(200, 0) / opts.duration
+    print(
+        f"  [{variant.name}] paid orders/s: {variant.paid_per_second:.1f}  "
+        f"(wrk {result.rps:.1f} req/s, p50={result.p50_ms:.1f}ms p99={result.p99_ms:.1f}ms, "
+        f"statuses {result.statuses}, socket errors {result.socket_errors})",
+        flush=True,
+    )
+
+
 def run(opts: Options) -> int:
-    if shutil.which("wrk") is None:
-        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
-        return 2
+    for tool in ("wrk", "pgbench"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed: apt-get install -y {tool}", file=sys.stderr)
+            return 2
     db_url = with_database(opts.admin_url, BENCH_DB)
     workdir = Path(tempfile.mkdtemp(prefix="ledgerline-bench-pay-"))
     secret = secrets.token_urlsafe(48)
     env = service_env(db_url, secret, workdir / "data")
-    env["LEDGERLINE_REDIS_URL"] = opts.redis_url
     issuer = JWTIssuer(secret, 3600, SystemClock())
     lua = workdir / "pay.lua"
     lua.write_text(PAY_LUA)
-    jobs = workdir / "jobs.txt"
     print(machine_line())
     create_database(opts.admin_url, BENCH_DB)
     try:
         subprocess.run(
-            [str(VENV_BIN / "ledgerline"), "migrate"],
+            [opts.ledgerline, "migrate"],
             env=env,
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        people = asyncio.run(seed_people(db_url, opts, issuer))
-        orders = asyncio.run(seed_orders(db_url, people, opts.orders))
-        payer_of = {}
-        for n, order in enumerate(orders):
-            payer_of[order] = people.payers[n % len(people.payers)]
+        return measure(opts, db_url, env, issuer, lua, workdir)
+    finally:
+        drop_database(opts.admin_url, BENCH_DB)
+        drop_database(opts.admin_url, TPCB_DB)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def measure(
+    opts: Options, db_url: str, env: dict[str, str], issuer: JWTIssuer, lua: Path, workdir: Path
+) -> int:
+    variants = [Variant(name) for name in opts.variants]
+    people = asyncio.run(seed_people(db_url, opts, issuer))
+    # A slice of orders for each variant's wrk run, then the single pays.
+    slices = [asyncio.run(seed_orders(db_url, people, opts.orders)) for _ in variants]
+    singles = asyncio.run(seed_orders(db_url, people, opts.single))
+    own = asyncio.run(has_settle_order(db_url))
+    own_orders = asyncio.run(seed_own_sql(db_url)) if own else 0
+    own_script = workdir / "own_pay.sql"
+    own_pay_script(own_script)
+    tpcb_url = prepare_tpcb(opts.admin_url)
+    print(
+        f"seeded: {opts.payers} payers, {opts.orders} pending orders per variant; "
+        f"wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s; "
+        f"serve --workers {opts.workers}; pgbench -c {PGBENCH_CLIENTS} -j 2 "
+        f"-T {opts.duration} (TPC-B scale {TPCB_SCALE}; own SQL on {own_orders} orders)",
+        flush=True,
+    )
+    tpcb = [pgbench(tpcb_url, duration=opts.duration)]
+    print(f"  pgbench TPC-B: {tpcb[0]:.1f} tps", flush=True)
+    credited = False
+    for variant, orders in zip(variants, slices, strict=True):
+        jobs = workdir / f"jobs-{variant.name}.txt"
+        payer_of = {o: people.payers[n % len(people.payers)] for n, o in enumerate(orders)}
         jobs.write_text("".join(f"{o} {people.tokens[payer_of[o]]}\n" for o in orders))
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        cmd = [
-            str(VENV_BIN / "ledgerline"),
-            "serve",
-            "--workers",
-            str(opts.workers),
-            "--port",
-            str(port),
-        ]
-        with open(os.devnull, "wb") as sink, running(cmd, env, sink, f"{base}/healthz"):
-            asyncio.run(credit_payers(base, people))
-            print(
-                f"seeded: {opts.payers} payers credited, {opts.orders} pending orders; "
-                f"wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s; "
-                f"workers={opts.workers}; locks: Redis {opts.redis_url}",
-                flush=True,
-            )
-            result: WrkResult = run_wrk(
-                "POST /v1/orders/{id}/pay",
-                f"{base}/v1/orders/x/pay",
-                threads=opts.threads,
-                connections=opts.connections,
-                duration=opts.duration,
-                script=lua,
-                script_args=[str(opts.threads), str(jobs)],
-            )
-            paid_answers = result.statuses.get(200, 0)
-            paid, held, credited = asyncio.run(check_books(db_url))
-            rate = paid_answers / opts.duration
-            print(
-                f"  paid orders/s: {rate:.1f}  (wrk: {result.rps:.1f} req/s, "
-                f"p50={result.p50_ms:.1f}ms p99={result.p99_ms:.1f}ms, "
-                f"statuses {result.statuses}, socket errors {result.socket_errors})"
-            )
-            print(
-                f"  database: {paid} orders paid (200 answers: {paid_answers}); "
-                f"wallets hold {held}, credits {credited}"
-            )
-            # Requests still in flight when wrk stops are paid but not counted.
-            in_flight = paid - paid_answers
-            ok = 0 <= in_flight <= opts.connections and held == credited and result.errors == 0
-            verdict = "PASS" if rate >= TARGET_PAID_PER_SECOND else "FAIL"
-            print(
-                f"  target >= {TARGET_PAID_PER_SECOND} paid orders/s: {verdict}; books "
-                f"{'balance' if ok else 'DO NOT BALANCE'} ({in_flight} paid after wrk stopped)"
-            )
-            asyncio.run(contended(base, db_url, people, opts))
-        return 0 if ok else 1
-    finally:
-        drop_database(opts.admin_url, BENCH_DB)
-        shutil.rmtree(workdir, ignore_errors=True)
+        cmd = serve_command(opts, variant.name, port)
+        service_env_ = variant_env(env, opts, variant.name)
+        with open(os.devnull, "wb") as sink, running(cmd, service_env_, sink, f"{base}/healthz"):
+            if not credited:
+                asyncio.run(credit_payers(base, people))
+                credited = True
+            pay_under_wrk(opts, base, lua, jobs, variant)
+            if variant.name == "redis":
+                times = asyncio.run(single_pays(base, people, singles))
+                print(f"  [redis] one pay at a time ({len(times)} pays): {spread(times)}")
+                asyncio.run(contended(base, db_url, people, opts))
+    own_tps = 0.0
+    if own:
+        where = ["-D", "i=0", "-f", str(own_script)]
+        own_tps = pgbench(db_url, *where, duration=opts.duration)
+        paid = asyncio.run(own_paid(db_url))
+        print(f"  pgbench of the service's own pay SQL: {own_tps:.1f} tps ({paid} orders paid)")
+    else:
+        print("  pgbench of the service's own pay SQL: skipped (no settle_order() here)")
+    tpcb.append(pgbench(tpcb_url, duration=opts.duration))
+    print(f"  pgbench TPC-B again: {tpcb[1]:.1f} tps", flush=True)
+    return report(opts, db_url, people, variants, statistics.mean(tpcb), own_tps)
+
+
+def report(
+    opts: Options,
+    db_url: str,
+    people: People,
+    variants: list[Variant],
+    tpcb: float,
+    own_tps: float,
+) -> int:
+    paid, held, credited = asyncio.run(check_books(db_url))
+    answered = sum(v.result.statuses.get(200, 0) for v in variants if v.result is not None)
+    answered += opts.single + opts.rounds  # the single pays, one winner a round
+    answered += asyncio.run(own_paid(db_url))
+    in_flight = paid - answered
+    errors = sum(v.result.errors for v in variants if v.result is not None)
+    ok = 0 <= in_flight <= opts.connections * len(variants) and held == credited and errors == 0
+    print(f"summary (ratios to the mean of the two TPC-B runs, {tpcb:.1f} tps):")
+    by_name = {v.name: v for v in variants}
+    for v in variants:
+        line = f"  {v.name:>8}: {v.paid_per_second:7.1f} paid/s = {v.paid_per_second / tpcb:.3f}x"
+        if v.name != "redis" and "redis" in by_name and by_name["redis"].paid_per_second:
+            line += f"  ({v.paid_per_second / by_name['redis'].paid_per_second:.2f}x Redis)"
+        if own_tps:
+            line += f"  ({v.paid_per_second / own_tps:.2f}x own SQL)"
+        print(line)
+    if own_tps:
+        print(f"  own pay SQL under pgbench: {own_tps:.1f} tps = {own_tps / tpcb:.3f}x TPC-B")
+    redis_rate = by_name["redis"].paid_per_second if "redis" in by_name else 0.0
+    verdict = "PASS" if redis_rate >= TARGET_RATIO * tpcb else "FAIL"
+    print(f"  target Redis >= {TARGET_RATIO}x TPC-B: {verdict}")
+    print(
+        f"  books: {paid} orders paid, {answered} paid answers; wallets hold {held}, credits "
+        f"{credited}: {'balance' if ok else 'DO NOT BALANCE'} ({in_flight} paid in flight)"
+    )
+    return 0 if ok else 1
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -365,8 +650,20 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--payers", type=int, default=500)
-    parser.add_argument("--orders", type=int, default=40_000)
+    parser.add_argument("--orders", type=int, default=40_000, help="per lock variant")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--single", type=int, default=300, help="sequential uncontended pays")
+    parser.add_argument(
+        "--variants",
+        type=lambda text: [v for v in text.split(",") if v],
+        default=list(VARIANTS),
+        help="lock variants, comma-separated: redis, advisory, none",
+    )
+    parser.add_argument(
+        "--ledgerline",
+        default=str(VENV_BIN / "ledgerline"),
+        help="the service's command (another build's, to compare)",
+    )
     parser.add_argument("--rounds", type=int, default=100, help="contended-pay rounds")
     parser.add_argument("--racers", type=int, default=20, help="concurrent calls per round")
     args = parser.parse_args(argv)
