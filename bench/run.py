@@ -1,5 +1,6 @@
 """Load benchmark: `GET /v1/users/me` against a bare FastAPI + asyncpg
-baseline, and `POST /v1/users` throughput, with wrk, on this machine.
+baseline and a Go net/http + pgx reference, and `POST /v1/users`
+throughput, with wrk, on this machine.
 
     .venv/bin/python -m bench.run            # from the repository root
     .venv/bin/python bench/run.py --duration 15 --connections 64
@@ -8,13 +9,17 @@ Steps: create a fresh database `ledgerline_bench` on the machine's PostgreSQL,
 `ledgerline migrate` it, start `ledgerline serve --workers 2` (default INFO
 access log on; its stderr goes to /dev/null and/or a file, see
 --service-log), register a user, log in, and start bench/baseline_app.py (2
-workers) beside it on the same database for the same user. wrk then
-alternates between the two on GET /v1/users/me (`--pairs` pairs of
-`--duration` s runs, in ABBA order, after a warm-up of each), so that a
-shared machine whose speed drifts weighs on both alike; each pair gives one
-ratio, and the verdict is their median. Then wrk runs POST /v1/users with
-unique emails, the service stops (SIGTERM), and the database is dropped.
-Everything is on loopback, bounded in time, and stopped in `finally` blocks.
+workers) beside it on the same database for the same user, and with it
+bench/go_getme (built at run time into a temporary directory, when `go` and
+Debian's pgx v4 sources are here; `--no-go` skips it). wrk then alternates
+between them on GET /v1/users/me (`--pairs` pairs of `--duration` s runs, in
+ABBA order, after a warm-up of each: Go, service, baseline, then baseline,
+service, Go), so that a shared machine whose speed drifts weighs on all
+alike; each pair gives one service/baseline ratio, and the verdict is their
+median (the service/Go ratios are printed beside it, with no target). Then
+wrk runs POST /v1/users with unique emails, the service stops (SIGTERM),
+and the database is dropped. Everything is on loopback, bounded in time,
+and stopped in `finally` blocks.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -50,6 +55,18 @@ VENV_BIN = Path(sys.executable).parent
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "ledgerline_bench"
 TARGET_RATIO = 1.0
+
+# The Go reference: built offline in GOPATH mode against the sources Debian's
+# golang-*-dev packages install (a module build would want every module
+# pgx's go.mod names, its tests' included, and nothing may be downloaded).
+GO_SOURCE = ROOT / "bench" / "go_getme"
+GO_PATH = Path("/usr/share/gocode")
+PGX_PACKAGE = "github.com/jackc/pgx/v4/pgxpool"
+PGX_DEB = "golang-github-jackc-pgx-v4-dev"
+# bench/baseline_app.py's asyncpg pool, per worker process; the Go server is
+# one process with the pool of all of them.
+POOL_MIN_PER_WORKER = 2
+POOL_MAX_PER_WORKER = 10
 
 POST_LUA = r"""
 -- Unique email per request: thread id + a random prefix + a counter.
@@ -348,6 +365,7 @@ class Options:
     workers: int
     rounds: int
     pairs: int
+    go: bool
 
 
 def service_env(db_url: str, jwt_secret: str, data_dir: Path) -> dict[str, str]:
@@ -408,14 +426,16 @@ class Bench:
     email: str = field(default_factory=lambda: f"bench-me-{secrets.token_hex(4)}@example.com")
     password: str = "correct horse battery staple"
     user_id: str = ""
+    go_binary: Path | None = None
     get: dict[str, list[WrkResult]] = field(default_factory=dict)
     post: dict[str, WrkResult] = field(default_factory=dict)
 
     def paired_round(self, sink: str, *, with_post: bool) -> None:
-        """The service and the baseline run side by side (the idle one costs
-        nothing); wrk alternates between them, ``pairs`` times, in ABBA
-        order, so that a machine whose speed drifts (a shared host) weighs
-        on both alike. Each pair gives one ratio."""
+        """The service, the baseline and the Go reference (when built) run
+        side by side (the idle ones cost nothing); wrk alternates between
+        them, ``pairs`` times, in ABBA order with the service in the middle,
+        so that a machine whose speed drifts (a shared host) weighs on all
+        alike. Each pair gives one ratio to the baseline and one to Go."""
         opts = self.opts
         ledgerline = str(VENV_BIN / "ledgerline")
         port = free_port()
@@ -427,19 +447,23 @@ class Bench:
         ):
             token = self._login(base)
             service_headers = [f"Authorization: Bearer {token}"]
-            with self._baseline() as baseline:
+            with self._baseline() as baseline, self._go_reference() as go:
+                others = "baseline" if go is None else "baseline and Go reference"
                 print(
-                    f"service (stderr -> {sink}) and baseline side by side "
+                    f"service (stderr -> {sink}) and {others} side by side "
                     f"(loadavg before: {_loadavg()}):",
                     flush=True,
                 )
                 warm_up(opts, "service", base, service_headers)
                 warm_up(opts, "baseline", baseline, [])
+                runs = [
+                    (f"service/{sink}", f"GET /v1/users/me service [{sink}]", base),
+                    (f"baseline/{sink}", "GET /v1/users/me baseline", baseline),
+                ]
+                if go is not None:
+                    warm_up(opts, "go", go, [])
+                    runs.insert(0, (f"go/{sink}", "GET /v1/users/me go", go))
                 for pair in range(opts.pairs):
-                    runs = [
-                        (f"service/{sink}", f"GET /v1/users/me service [{sink}]", base),
-                        (f"baseline/{sink}", "GET /v1/users/me baseline", baseline),
-                    ]
                     for key, label, url in runs if pair % 2 == 0 else runs[::-1]:
                         headers = service_headers if key.startswith("service") else []
                         result = measure_get(opts, label, url, headers)
@@ -482,18 +506,102 @@ class Bench:
             raise RuntimeError(f"GET /v1/users/me answered {status}: {body}")
         return token
 
+    def _baseline(self) -> AbstractContextManager[str]:
+        cmd = [sys.executable, "-m", "bench.baseline_app", "--workers", str(self.opts.workers)]
+        return self._reference("baseline", cmd)
+
+    def _go_reference(self) -> AbstractContextManager[str | None]:
+        if self.go_binary is None:
+            return nullcontext()
+        workers = self.opts.workers
+        cmd = [str(self.go_binary), "--max-conns", str(workers * POOL_MAX_PER_WORKER)]
+        cmd += ["--min-conns", str(workers * POOL_MIN_PER_WORKER)]
+        return self._reference("go", cmd)
+
     @contextmanager
-    def _baseline(self) -> Iterator[str]:
+    def _reference(self, name: str, cmd: Sequence[str]) -> Iterator[str]:
+        """A bare server, ``cmd --port N``, on the same database for the same
+        user and without authentication; its base URL once it answers with
+        that user. GOMAXPROCS is left to its default (every core)."""
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        env = {**self.env, "BENCH_DATABASE_URL": self.db_url, "BENCH_USER_ID": self.user_id}
-        cmd = [sys.executable, "-m", "bench.baseline_app", "--port", str(port)]
-        cmd += ["--workers", str(self.opts.workers)]
-        with running(cmd, env, subprocess.DEVNULL, f"{base}/v1/users/me"):
+        env = {k: v for k, v in self.env.items() if k != "GOMAXPROCS"}
+        env.update(BENCH_DATABASE_URL=self.db_url, BENCH_USER_ID=self.user_id)
+        with running([*cmd, "--port", str(port)], env, subprocess.DEVNULL, f"{base}/v1/users/me"):
             status, body = http_json("GET", f"{base}/v1/users/me")
-            if status != 200 or body["id"] != self.user_id:
-                raise RuntimeError(f"baseline GET /v1/users/me answered {status}: {body}")
+            if status != 200 or body["id"] != self.user_id or set(body) != USER_FIELDS:
+                raise RuntimeError(f"{name} GET /v1/users/me answered {status}: {body}")
             yield base
+
+
+USER_FIELDS = {"id", "email", "name", "created_at", "updated_at"}
+
+
+def go_unavailable() -> str | None:
+    """Why the Go reference cannot be built on this machine, or None."""
+    if shutil.which("go") is None:
+        return "go is not on PATH (apt-get install -y golang-go)"
+    if not (GO_PATH / "src" / PGX_PACKAGE).is_dir():
+        return f"no pgx v4 sources under {GO_PATH / 'src'} (apt-get install -y {PGX_DEB})"
+    return None
+
+
+def go_versions() -> list[str]:
+    """The machine line's Go and pgx versions (pgx as Debian packages it)."""
+    go = _output(["go", "env", "GOVERSION"]).removeprefix("go")
+    pgx = _output(["dpkg-query", "-W", "-f=${Version}", PGX_DEB])
+    return [f"go={go or '?'}", f"pgx={pgx or '?'}"]
+
+
+def _output(cmd: Sequence[str]) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    except OSError:
+        return ""
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def build_go_reference(workdir: Path) -> Path:
+    """bench/go_getme built into ``workdir`` (its build cache too), offline."""
+    binary = workdir / "go_getme"
+    env = dict(os.environ)
+    env.update(
+        GO111MODULE="off",
+        GOPATH=str(GO_PATH),
+        GOFLAGS="",
+        GOPROXY="off",
+        GOCACHE=str(workdir / "go-cache"),
+    )
+    proc = subprocess.run(
+        ["go", "build", "-o", str(binary), "."],
+        cwd=GO_SOURCE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"go build exited with {proc.returncode}: {proc.stderr.strip()}")
+    return binary
+
+
+def prepare_go_reference(opts: Options, workdir: Path) -> Path | None:
+    """The Go reference's binary; None, with one line saying why, when it is
+    skipped."""
+    reason = "--no-go" if not opts.go else go_unavailable()
+    if reason is None:
+        started = time.monotonic()
+        try:
+            binary = build_go_reference(workdir)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            reason = f"the build failed: {exc}"
+        else:
+            elapsed = time.monotonic() - started
+            print(f"go reference: built in {elapsed:.1f}s (GOPATH={GO_PATH})", flush=True)
+            return binary
+    print(f"go reference skipped: {reason}", flush=True)
+    return None
 
 
 def _loadavg() -> str:
@@ -517,15 +625,19 @@ def run(opts: Options) -> int:
     lua.write_text(POST_LUA)
     bench = Bench(opts, env, db_url, lua, workdir / "service.log")
 
-    print(machine_line(f"postgresql={asyncio.run(_server_version(opts.admin_url))}"))
+    versions = [f"postgresql={asyncio.run(_server_version(opts.admin_url))}"]
+    if opts.go and go_unavailable() is None:
+        versions += go_versions()
+    print(machine_line(*versions))
     print(
         f"wrk: -t{opts.threads} -c{opts.connections} -d{opts.duration}s (warm-up {opts.warmup}s)"
         f"; POST -c{opts.post_connections} -d{opts.post_duration}s; workers={opts.workers}"
         f"; rounds={opts.rounds}",
         flush=True,
     )
-    create_database(opts.admin_url)
     try:
+        bench.go_binary = prepare_go_reference(opts, workdir)
+        create_database(opts.admin_url)
         subprocess.run(
             [str(VENV_BIN / "ledgerline"), "migrate"],
             env=env,
@@ -545,27 +657,47 @@ def run(opts: Options) -> int:
     return summarize(bench)
 
 
+def _pairs(key: str, results: list[WrkResult], others: list[WrkResult], other: str) -> str:
+    """Each pair's req/s and ratio, service/``other``, and the median ratio."""
+    ratios = [r.rps / o.rps for r, o in zip(results, others, strict=True)]
+    return (
+        f"  {key:<16} GET /v1/users/me: "
+        + ", ".join(
+            f"{r.rps:.0f}/{o.rps:.0f} ({q:.1%})"
+            for r, o, q in zip(results, others, ratios, strict=True)
+        )
+        + f" req/s service/{other}; median ratio {statistics.median(ratios):.1%}"
+    )
+
+
 def summarize(bench: Bench) -> int:
     print()
-    print("summary (ratio = service / baseline of the same pair of back-to-back runs)")
+    print("summary (ratio = service / baseline or Go of the same pair of back-to-back runs)")
     failed = False
     for key, results in bench.get.items():
         if not key.startswith("service/"):
             continue
-        baselines = bench.get["baseline/" + key.removeprefix("service/")]
-        ratios = [r.rps / b.rps for r, b in zip(results, baselines, strict=True)]
-        median = statistics.median(ratios)
+        sink = key.removeprefix("service/")
+        baselines = bench.get["baseline/" + sink]
+        median = statistics.median(r.rps / b.rps for r, b in zip(results, baselines, strict=True))
         verdict = "PASS" if median >= TARGET_RATIO else "FAIL"
-        print(
-            f"  {key:<16} GET /v1/users/me: "
-            + ", ".join(
-                f"{r.rps:.0f}/{b.rps:.0f} ({q:.1%})"
-                for r, b, q in zip(results, baselines, ratios, strict=True)
-            )
-            + f" req/s service/baseline; median ratio {median:.1%} "
-            f"(target >= {TARGET_RATIO:.0%}: {verdict})"
-        )
+        line = _pairs(key, results, baselines, "baseline")
+        print(f"{line} (target >= {TARGET_RATIO:.0%}: {verdict})")
         failed = failed or any(r.errors for r in results) or any(b.errors for b in baselines)
+        go = bench.get.get("go/" + sink, [])
+        if go:
+            print(_pairs(key, results, go, "Go") + " (a reference, no target)")
+            failed = failed or any(g.errors for g in go)
+    servers = ("service", "baseline", "go")
+    for key, results in sorted(
+        bench.get.items(), key=lambda kv: servers.index(kv[0][: kv[0].index("/")])
+    ):
+        print(
+            f"  {key:<16} GET /v1/users/me, medians of {len(results)} runs: "
+            f"{statistics.median(r.rps for r in results):.0f} req/s, "
+            f"p50={statistics.median(r.p50_ms for r in results):.2f}ms, "
+            f"p99={statistics.median(r.p99_ms for r in results):.2f}ms"
+        )
     for key, result in bench.post.items():
         non_201 = sum(n for code, n in result.statuses.items() if code != 201)
         print(
@@ -600,6 +732,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         default="devnull,file",
         help="where the service's stderr (INFO access log) goes: devnull, file, or both",
     )
+    parser.add_argument(
+        "--no-go",
+        dest="go",
+        action="store_false",
+        help="skip the Go net/http + pgx reference (bench/go_getme)",
+    )
     args = parser.parse_args(argv)
     sinks = [s.strip() for s in args.service_log.split(",") if s.strip()]
     if not sinks or any(s not in ("devnull", "file") for s in sinks):
@@ -616,6 +754,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         workers=args.workers,
         rounds=args.rounds,
         pairs=args.pairs,
+        go=args.go,
     )
 
 
