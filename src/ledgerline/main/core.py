@@ -198,8 +198,10 @@ class Core:
     async def _lock_manager(self, probes: dict[str, Probe]) -> LockManager:
         s = self.settings
         if s.redis_url is not None:
+            # No socket timeout: every lock command has an asyncio timeout
+            # of its own (platform/locks.py), and the probe its own too.
             self._redis = client = redis.Redis.from_url(
-                s.redis_url, socket_timeout=2, socket_connect_timeout=2
+                s.redis_url, socket_timeout=None, socket_connect_timeout=2
             )
             probes["redis"] = client.ping
             await _check_redis(client)

@@ -35,6 +35,13 @@ return 0
 """
 
 
+# Every lock command is bounded by an asyncio timeout: the request's
+# deadline, or this outside one (a background undo, a command-line run). The
+# client itself runs without a socket timeout, which would wrap every read
+# of every command in a task of its own.
+COMMAND_TIMEOUT_SECONDS = 2.0
+
+
 def _millis(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -84,7 +91,7 @@ class RedisLockManager:
         try:
             # The client's own timeouts (socket timeout, retries) may add up
             # to more than the deadline.
-            async with asyncio.timeout(remaining()):
+            async with asyncio.timeout(remaining(COMMAND_TIMEOUT_SECONDS)):
                 acquired = await self._client.set(key, token, nx=True, px=_millis(ttl_seconds))
         except RedisError as exc:
             raise UnavailableError("the lock service is unavailable") from exc
@@ -99,8 +106,8 @@ class RedisLockManager:
         return RedisLease(self, key, token) if acquired else None
 
     def _undo(self, lease: RedisLease) -> None:
-        # In the background, past the request: bounded by the client's own
-        # timeouts, not by the deadline that cut the SET.
+        # In the background, past the request: bounded by the command
+        # timeout, not by the deadline that cut the SET.
         task = asyncio.get_running_loop().create_task(lease.release_within(None))
         self._undoing.add(task)
         task.add_done_callback(self._undoing.discard)
@@ -109,9 +116,9 @@ class RedisLockManager:
         self, script: AsyncScript, key: str, *args: str | int, within: float | None
     ) -> int:
         """Runs a lock script, given up after ``within`` seconds (a
-        DeadlineExceededError); None leaves it to the client's timeouts."""
+        DeadlineExceededError); None: after COMMAND_TIMEOUT_SECONDS."""
         try:
-            async with asyncio.timeout(within):
+            async with asyncio.timeout(COMMAND_TIMEOUT_SECONDS if within is None else within):
                 result = await script(keys=[key], args=list(args))
         except RedisError as exc:
             raise UnavailableError("the lock service is unavailable") from exc
