@@ -56,6 +56,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
+import psutil
 
 from bench.run import (
     DEFAULT_ADMIN_URL,
@@ -327,14 +328,15 @@ SELECT outcome FROM settle_order(
   md5('pgb-payer-' || (:n % {payers}))::uuid, 'pgb-' || :n, '{fingerprint}', 'order.pay',
   '{snapshot}'::jsonb, now(), now() + interval '24 hours',
   gen_random_uuid(), 'order.paid', 'orders/' || md5('pgb-order-' || :n)::uuid, 'order',
-  md5('pgb-order-' || :n)::uuid, '{payload}'::jsonb, now());
+  md5('pgb-order-' || :n)::uuid, '{payload}'::jsonb, now(), '0');
 """
 
 OWN_SEED = [
     """INSERT INTO users (id, email, email_key, name, password_hash, is_admin, created_at,
                           updated_at)
        SELECT md5('pgb-' || side || '-' || g)::uuid, 'pgb-' || side || g || '@bench.example',
-              'pgb-' || side || g || '@bench.example', 'Bench', 'x', false, now(), now()
+              'pgb-' || side || g || '@bench.example', 'Bench', '{password_hash}', false,
+              now(), now()
          FROM generate_series(0, {payers} - 1) g, (VALUES ('payer'), ('payee')) AS s(side)""",
     """SELECT ledger_transfer(gen_random_uuid(), 'credit', NULL, NULL,
                               md5('pgb-payer-' || g)::uuid, 'EUR', {credit}, now(),
@@ -402,7 +404,13 @@ async def has_settle_order(db_url: str) -> bool:
 async def seed_own_sql(db_url: str) -> int:
     """The own-SQL run's payers, payees and orders; how many orders."""
     orders = PGBENCH_CLIENTS * OWN_ORDERS_PER_CLIENT
-    values = {"payers": OWN_PAYERS, "credit": CREDIT, "price": PRICE, "orders": orders}
+    values = {
+        "payers": OWN_PAYERS,
+        "credit": CREDIT,
+        "price": PRICE,
+        "orders": orders,
+        "password_hash": FAKE_HASH,
+    }
     conn = await asyncpg.connect(db_url)
     try:
         for statement in OWN_SEED:
@@ -463,6 +471,7 @@ class Variant:
     name: str
     paid_per_second: float = 0.0
     result: WrkResult | None = None
+    cpu_ms: tuple[float, float] = (0.0, 0.0)  # per paid order: service, PostgreSQL
 
 
 def serve_command(opts: Options, variant: str, port: int) -> list[str]:
@@ -502,7 +511,26 @@ async def single_pays(base: str, people: People, orders: list[uuid.UUID]) -> lis
     return times
 
 
-def pay_under_wrk(opts: Options, base: str, lua: Path, jobs: Path, variant: Variant) -> None:
+def cpu_seconds(service: psutil.Process) -> tuple[float, float]:
+    """CPU seconds used so far by the service's processes and by every
+    PostgreSQL process on the machine."""
+
+    def used(proc: psutil.Process) -> float:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(times.user + times.system)
+
+    tree = [service, *service.children(recursive=True)]
+    postgres = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+    return sum(used(p) for p in tree), sum(used(p) for p in postgres)
+
+
+def pay_under_wrk(
+    opts: Options, base: str, lua: Path, jobs: Path, variant: Variant, service: psutil.Process
+) -> None:
+    cpu_before = cpu_seconds(service)
     result = run_wrk(
         "POST /v1/orders/{id}/pay",
         f"{base}/v1/orders/x/pay",
@@ -512,12 +540,18 @@ def pay_under_wrk(opts: Options, base: str, lua: Path, jobs: Path, variant: Vari
         script=lua,
         script_args=[str(opts.threads), str(jobs)],
     )
+    cpu_after = cpu_seconds(service)
     variant.result = result
     variant.paid_per_second = result.statuses.get(200, 0) / opts.duration
+    paid = max(1, result.statuses.get(200, 0))
+    service_ms = (cpu_after[0] - cpu_before[0]) * 1000 / paid
+    postgres_ms = (cpu_after[1] - cpu_before[1]) * 1000 / paid
+    variant.cpu_ms = (service_ms, postgres_ms)
     print(
         f"  [{variant.name}] paid orders/s: {variant.paid_per_second:.1f}  "
         f"(wrk {result.rps:.1f} req/s, p50={result.p50_ms:.1f}ms p99={result.p99_ms:.1f}ms, "
-        f"statuses {result.statuses}, socket errors {result.socket_errors})",
+        f"statuses {result.statuses}, socket errors {result.socket_errors}); CPU per paid "
+        f"order: service {service_ms:.2f} ms, PostgreSQL {postgres_ms:.2f} ms",
         flush=True,
     )
 
@@ -582,18 +616,22 @@ def measure(
         base = f"http://127.0.0.1:{port}"
         cmd = serve_command(opts, variant.name, port)
         service_env_ = variant_env(env, opts, variant.name)
-        with open(os.devnull, "wb") as sink, running(cmd, service_env_, sink, f"{base}/healthz"):
+        with (
+            open(os.devnull, "wb") as sink,
+            running(cmd, service_env_, sink, f"{base}/healthz") as proc,
+        ):
             if not credited:
                 asyncio.run(credit_payers(base, people))
                 credited = True
-            pay_under_wrk(opts, base, lua, jobs, variant)
+            pay_under_wrk(opts, base, lua, jobs, variant, psutil.Process(proc.pid))
             if variant.name == "redis":
                 times = asyncio.run(single_pays(base, people, singles))
                 print(f"  [redis] one pay at a time ({len(times)} pays): {spread(times)}")
                 asyncio.run(contended(base, db_url, people, opts))
     own_tps = 0.0
     if own:
-        where = ["-D", "i=0", "-f", str(own_script)]
+        # Prepared statements, as the service's driver uses them.
+        where = ["-M", "prepared", "-D", "i=0", "-f", str(own_script)]
         own_tps = pgbench(db_url, *where, duration=opts.duration)
         paid = asyncio.run(own_paid(db_url))
         print(f"  pgbench of the service's own pay SQL: {own_tps:.1f} tps ({paid} orders paid)")
