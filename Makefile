@@ -37,6 +37,7 @@ fmt: $(BIN)/ledgerline
 
 bench: $(BIN)/ledgerline
 	@command -v wrk >/dev/null 2>&1 || { echo "bench needs wrk: apt-get install -y wrk"; exit 2; }
+	@command -v pgbench >/dev/null 2>&1 || { echo "bench needs pgbench: apt-get install -y postgresql-client"; exit 2; }
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.payments
 
