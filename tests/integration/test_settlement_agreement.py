@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from ledgerline.domain.errors import DomainError, InsufficientFundsError
-from ledgerline.domain.events import OrderPaid
-from ledgerline.domain.idempotency import ORDER_PAY, IdempotencyRecord, IdempotentRequest
-from ledgerline.domain.ledger import Transfer, TransferKind
+from ledgerline.domain.idempotency import ORDER_PAY, IdempotentRequest
+from ledgerline.domain.ledger import TransferKind
 from ledgerline.domain.order import Order, OrderStatus
 from ledgerline.domain.settlement import OrderSettlement, Replayed, Settled, Stale
 from ledgerline.domain.user import Email, Principal, User
@@ -146,37 +145,10 @@ async def test_the_service_answers_what_the_rules_say(
     assert await _books(pool, order) == after
 
 
-def _pay_decided_from(order: Order, payer: Principal) -> OrderSettlement:
-    now = datetime.now(UTC)
-    moved = order.pay(now)
-    transfer = Transfer(
-        uuid.uuid4(),
-        TransferKind.PAYMENT,
-        order.payer_id,
-        order.payee_id,
-        order.money,
-        order.id,
-        now,
-    )
+def _pay_decided_from(core: Core, order: Order, payer: Principal) -> OrderSettlement:
+    """The settlement the service makes of paying ``order`` as it is."""
     request = IdempotentRequest.of("k", ORDER_PAY, payer.user_id, {"order_id": str(order.id)})
-    record = IdempotencyRecord(
-        payer.user_id,
-        "k",
-        request.fingerprint,
-        ORDER_PAY,
-        moved.snapshot(),
-        now,
-        now + timedelta(1),
-    )
-    return OrderSettlement(
-        before=order,
-        after=moved,
-        transfer=transfer,
-        source_entry=uuid.uuid4(),
-        destination_entry=uuid.uuid4(),
-        event=OrderPaid.of(moved, transfer.id),
-        record=record,
-    )
+    return core.payments.decide_transition(payer, order, TransferKind.PAYMENT, request)
 
 
 @pytest.mark.parametrize("actual", list(OrderStatus), ids=[str(s) for s in OrderStatus])
@@ -188,7 +160,7 @@ async def test_a_settlement_commits_only_what_it_was_decided_from(
     cast = await _cast(pool)
     await core.payments.credit(cast.admin, cast.payer.user_id, PRICE, "EUR", "fund")
     pending = await _order_in(pool, core, cast, OrderStatus.PENDING)
-    settlement = _pay_decided_from(pending, cast.payer)
+    settlement = _pay_decided_from(core, pending, cast.payer)
     now_is = await _order_in(pool, core, cast, actual)
     settlement = replace(settlement, before=replace(pending, id=now_is.id))
     settlement = replace(settlement, after=replace(settlement.after, id=now_is.id))
@@ -213,7 +185,7 @@ async def test_a_settlement_of_a_key_that_holds_an_answer_replays_it(
     cast = await _cast(pool)
     await core.payments.credit(cast.admin, cast.payer.user_id, 2 * PRICE, "EUR", "fund")
     first = await _order_in(pool, core, cast, OrderStatus.PENDING)
-    settlement = _pay_decided_from(first, cast.payer)
+    settlement = _pay_decided_from(core, first, cast.payer)
     settlements = PostgresSettlements(pool)
     assert await settlements.settle_order(settlement) == Settled(PRICE)
     before = await _books(pool, first)
@@ -230,6 +202,6 @@ async def test_a_settlement_of_a_missing_order_is_stale_with_nothing(
 ) -> None:
     cast = await _cast(pool)
     order = await _order_in(pool, core, cast, OrderStatus.PENDING)
-    settlement = _pay_decided_from(replace(order, id=uuid.uuid4()), cast.payer)
+    settlement = _pay_decided_from(core, replace(order, id=uuid.uuid4()), cast.payer)
 
     assert await PostgresSettlements(pool).settle_order(settlement) == Stale(None)

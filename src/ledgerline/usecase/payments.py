@@ -183,7 +183,7 @@ class PaymentService:
             return Order.from_snapshot(self._replayed(request, record))
         # A move the order cannot make now fails here, without the lock: the
         # answer is true of the order as it was during the request.
-        settlement = self._order_settlement(caller, order, kind, request)
+        settlement = self.decide_transition(caller, order, kind, request)
         async with self._hold(f"payment-lock-{order_id}"):
             for _ in range(_STALE_RETRIES):
                 outcome = await self._settlements.settle_order(settlement)
@@ -196,16 +196,18 @@ class PaymentService:
                         # Changed since it was read (paid under another key,
                         # expired...): the rules decide again from what it is.
                         order = self.authorize_transition(caller, current, kind)
-                        settlement = self._order_settlement(caller, order, kind, request)
+                        settlement = self.decide_transition(caller, order, kind, request)
                     case KeyTaken():
                         break
             else:
                 raise PaymentInProgressError("the order keeps changing; retry the request")
         return Order.from_snapshot(await self._replay_taken(caller, request))
 
-    def _order_settlement(
+    def decide_transition(
         self, caller: Principal, order: Order, kind: TransferKind, request: IdempotentRequest
     ) -> OrderSettlement:
+        """What paying or refunding ``order`` as it is does, by the domain's
+        rules (raises what they raise), for a settlement to commit."""
         now = self._clock.now()
         if kind is TransferKind.PAYMENT:
             moved = order.pay(now)

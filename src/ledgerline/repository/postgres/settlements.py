@@ -12,15 +12,13 @@ ck_balances_non_negative, InsufficientFundsError."""
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from ledgerline.domain.idempotency import IdempotencyRecord
-from ledgerline.domain.money import Money
-from ledgerline.domain.order import Order, OrderId, OrderStatus
+from ledgerline.domain.order import Order, OrderId
 from ledgerline.domain.settlement import (
     CreditSettlement,
     KeyTaken,
@@ -75,21 +73,8 @@ def _record(caller_id: UserId, key: str, text: str | None) -> IdempotencyRecord 
 
 
 def _order_from_json(text: str | None) -> Order | None:
-    if text is None:
-        return None
-    row = json.loads(text)
-    paid_at = row["paid_at"]
-    return Order(
-        id=uuid.UUID(row["id"]),
-        payer_id=uuid.UUID(row["payer_id"]),
-        payee_id=uuid.UUID(row["payee_id"]),
-        money=Money(int(row["amount"]), row["currency"]),
-        description=row["description"],
-        status=OrderStatus(row["status"]),
-        created_at=datetime.fromisoformat(row["created_at"]),
-        updated_at=datetime.fromisoformat(row["updated_at"]),
-        paid_at=datetime.fromisoformat(paid_at) if paid_at is not None else None,
-    )
+    # to_jsonb() of an orders row has exactly the keys of Order.snapshot().
+    return None if text is None else Order.from_snapshot(json.loads(text))
 
 
 def _outcome(row: asyncpg.Record, record: IdempotencyRecord) -> SettleOutcome:
@@ -157,61 +142,54 @@ class PostgresSettlements:
     @translated
     async def settle_order(self, settlement: OrderSettlement) -> SettleOutcome:
         before, after, transfer = settlement.before, settlement.after, settlement.transfer
-        event = settlement.event
-        try:
-            row = await self._db.fetchrow(
-                _SETTLE_ORDER,
-                before.id,
-                str(before.status),
-                before.payer_id,
-                before.payee_id,
-                before.money.amount,
-                before.money.currency,
-                str(after.status),
-                after.updated_at,
-                after.paid_at,
-                transfer.id,
-                str(transfer.kind),
-                transfer.source,
-                transfer.destination,
-                transfer.created_at,
-                settlement.source_entry,
-                settlement.destination_entry,
-                *_record_args(settlement.record),
-                *event_args(event),
-                _lock_timeout(),
-                timeout=remaining(),
-            )
-        except asyncpg.UniqueViolationError as exc:
-            if _key_taken(exc):
-                return KeyTaken()
-            raise
-        if row is None:  # pragma: no cover - the function always returns its row
-            raise RuntimeError("no row")
-        return _outcome(row, settlement.record)
+        return await self._settle(
+            _SETTLE_ORDER,
+            settlement.record,
+            before.id,
+            str(before.status),
+            before.payer_id,
+            before.payee_id,
+            before.money.amount,
+            before.money.currency,
+            str(after.status),
+            after.updated_at,
+            after.paid_at,
+            transfer.id,
+            str(transfer.kind),
+            transfer.source,
+            transfer.destination,
+            transfer.created_at,
+            settlement.source_entry,
+            settlement.destination_entry,
+            *_record_args(settlement.record),
+            *event_args(settlement.event),
+        )
 
     @translated
     async def settle_credit(self, settlement: CreditSettlement) -> SettleOutcome:
         transfer = settlement.transfer
+        return await self._settle(
+            _SETTLE_CREDIT,
+            settlement.record,
+            transfer.id,
+            transfer.destination,
+            transfer.money.currency,
+            transfer.money.amount,
+            transfer.created_at,
+            settlement.source_entry,
+            settlement.destination_entry,
+            *_record_args(settlement.record),
+            *event_args(settlement.event),
+        )
+
+    async def _settle(self, call: str, record: IdempotencyRecord, *args: object) -> SettleOutcome:
+        """Runs a settlement function with ``args`` and the lock timeout."""
         try:
-            row = await self._db.fetchrow(
-                _SETTLE_CREDIT,
-                transfer.id,
-                transfer.destination,
-                transfer.money.currency,
-                transfer.money.amount,
-                transfer.created_at,
-                settlement.source_entry,
-                settlement.destination_entry,
-                *_record_args(settlement.record),
-                *event_args(settlement.event),
-                _lock_timeout(),
-                timeout=remaining(),
-            )
+            row = await self._db.fetchrow(call, *args, _lock_timeout(), timeout=remaining())
         except asyncpg.UniqueViolationError as exc:
             if _key_taken(exc):
                 return KeyTaken()
             raise
         if row is None:  # pragma: no cover - the function always returns its row
             raise RuntimeError("no row")
-        return _outcome(row, settlement.record)
+        return _outcome(row, record)
