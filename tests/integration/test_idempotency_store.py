@@ -4,7 +4,6 @@ stores its answer with), and the purge removes only what has expired."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +11,7 @@ import asyncpg
 import pytest
 
 from ledgerline.domain.idempotency import IdempotencyRecord
-from ledgerline.repository.postgres.idempotency import PostgresIdempotencyStore
+from ledgerline.repository.postgres.idempotency import PostgresIdempotencyStore, record_args
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(hours=24)
@@ -27,14 +26,7 @@ class _Store(PostgresIdempotencyStore):
 
     async def save(self, r: IdempotencyRecord) -> bool:
         saved = await self._pool.fetchval(
-            "SELECT idempotency_remember($1, $2, $3, $4, $5::jsonb, $6, $7)",
-            r.caller_id,
-            r.key,
-            r.fingerprint,
-            r.operation,
-            json.dumps(r.result),
-            r.created_at,
-            r.expires_at,
+            "SELECT idempotency_remember($1, $2, $3, $4, $5::jsonb, $6, $7)", *record_args(r)
         )
         return bool(saved)
 

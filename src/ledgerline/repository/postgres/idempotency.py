@@ -14,31 +14,45 @@ from ledgerline.repository.postgres.errors import translated
 from ledgerline.repository.postgres.executor import Executor, queries
 
 
+def record_from_json(caller_id: UserId, key: str, text: str | None) -> IdempotencyRecord | None:
+    """The record idempotency_stored() (migration 0005) returns as JSON."""
+    if text is None:
+        return None
+    data = json.loads(text)
+    return IdempotencyRecord(
+        caller_id=caller_id,
+        key=key,
+        fingerprint=data["fingerprint"],
+        operation=data["operation"],
+        result=data["result"],
+        created_at=datetime.fromisoformat(data["created_at"]),
+        expires_at=datetime.fromisoformat(data["expires_at"]),
+    )
+
+
+def record_args(record: IdempotencyRecord) -> tuple[object, ...]:
+    """The record as idempotency_remember() (migration 0005) takes it."""
+    return (
+        record.caller_id,
+        record.key,
+        record.fingerprint,
+        record.operation,
+        json.dumps(record.result),
+        record.created_at,
+        record.expires_at,
+    )
+
+
 class PostgresIdempotencyStore:
     def __init__(self, db: Executor) -> None:
         self._db = queries(db)
 
     @translated
     async def get(self, caller_id: UserId, key: str, now: datetime) -> IdempotencyRecord | None:
-        row = await self._db.fetchrow(
-            "SELECT fingerprint, operation, result::text AS result, created_at, expires_at "
-            "FROM idempotency_keys WHERE caller_id = $1 AND key = $2 AND expires_at > $3",
-            caller_id,
-            key,
-            now,
-            timeout=remaining(),
+        stored = await self._db.fetchval(
+            "SELECT idempotency_stored($1, $2, $3)::text", caller_id, key, now, timeout=remaining()
         )
-        if row is None:
-            return None
-        return IdempotencyRecord(
-            caller_id=caller_id,
-            key=key,
-            fingerprint=row["fingerprint"],
-            operation=row["operation"],
-            result=json.loads(row["result"]),
-            created_at=row["created_at"],
-            expires_at=row["expires_at"],
-        )
+        return record_from_json(caller_id, key, stored)
 
     @translated
     async def purge(self, now: datetime, batch: int) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
@@ -32,6 +31,7 @@ from ledgerline.domain.user import UserId
 from ledgerline.platform.deadline import remaining
 from ledgerline.repository.postgres.errors import translated
 from ledgerline.repository.postgres.executor import Executor, queries
+from ledgerline.repository.postgres.idempotency import record_args, record_from_json
 from ledgerline.repository.postgres.orders import ORDER_COLUMNS, to_order
 from ledgerline.repository.postgres.outbox import event_args
 
@@ -57,21 +57,6 @@ _SETTLE_ORDER = _call("settle_order", 31)
 _SETTLE_CREDIT = _call("settle_credit", 22)
 
 
-def _record(caller_id: UserId, key: str, text: str | None) -> IdempotencyRecord | None:
-    if text is None:
-        return None
-    data = json.loads(text)
-    return IdempotencyRecord(
-        caller_id=caller_id,
-        key=key,
-        fingerprint=data["fingerprint"],
-        operation=data["operation"],
-        result=data["result"],
-        created_at=datetime.fromisoformat(data["created_at"]),
-        expires_at=datetime.fromisoformat(data["expires_at"]),
-    )
-
-
 def _order_from_json(text: str | None) -> Order | None:
     # to_jsonb() of an orders row has exactly the keys of Order.snapshot().
     return None if text is None else Order.from_snapshot(json.loads(text))
@@ -82,7 +67,7 @@ def _outcome(row: asyncpg.Record, record: IdempotencyRecord) -> SettleOutcome:
     if outcome == "settled":
         return Settled(row["destination_balance"])
     if outcome == "replayed":
-        replayed = _record(record.caller_id, record.key, row["detail"])
+        replayed = record_from_json(record.caller_id, record.key, row["detail"])
         if replayed is None:  # pragma: no cover - the function always sends it
             raise RuntimeError("settlement replayed without a record")
         return Replayed(replayed)
@@ -101,18 +86,6 @@ def _key_taken(exc: asyncpg.UniqueViolationError) -> bool:
     return getattr(exc, "constraint_name", None) == "pk_idempotency_keys"
 
 
-def _record_args(record: IdempotencyRecord) -> tuple[Any, ...]:
-    return (
-        record.caller_id,
-        record.key,
-        record.fingerprint,
-        record.operation,
-        json.dumps(record.result),
-        record.created_at,
-        record.expires_at,
-    )
-
-
 class PostgresSettlements:
     def __init__(self, db: Executor) -> None:
         self._db = queries(db)
@@ -126,7 +99,7 @@ class PostgresSettlements:
         )
         if row is None:
             return None, None
-        return to_order(row), _record(caller_id, key, row["record"])
+        return to_order(row), record_from_json(caller_id, key, row["record"])
 
     @translated
     async def user_and_record(
@@ -137,7 +110,7 @@ class PostgresSettlements:
         )
         if row is None:  # pragma: no cover - a SELECT without FROM has its row
             raise RuntimeError("no row")
-        return bool(row["found"]), _record(caller_id, key, row["record"])
+        return bool(row["found"]), record_from_json(caller_id, key, row["record"])
 
     @translated
     async def settle_order(self, settlement: OrderSettlement) -> SettleOutcome:
@@ -161,7 +134,7 @@ class PostgresSettlements:
             transfer.created_at,
             settlement.source_entry,
             settlement.destination_entry,
-            *_record_args(settlement.record),
+            *record_args(settlement.record),
             *event_args(settlement.event),
         )
 
@@ -178,7 +151,7 @@ class PostgresSettlements:
             transfer.created_at,
             settlement.source_entry,
             settlement.destination_entry,
-            *_record_args(settlement.record),
+            *record_args(settlement.record),
             *event_args(settlement.event),
         )
 
