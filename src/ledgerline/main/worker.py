@@ -47,7 +47,7 @@ def worker(settings: Settings) -> int:
     """Runs the worker until SIGTERM or SIGINT; returns the exit code."""
     sock = listen(settings.http_host, settings.worker_port, "LEDGERLINE_WORKER_PORT")
     try:
-        runtime = prepare_runtime(settings, run_migrations=False)
+        runtime = prepare_runtime(settings, run_migrations=False, signs_tokens=False)
         try:
             # Payments' lock service (Redis) is not the worker's concern.
             core = Core(settings, runtime, with_payments=False)
