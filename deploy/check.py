@@ -36,7 +36,6 @@ from typing import Any
 
 import kubernetes_validate
 import yaml
-from prometheus_client import CollectorRegistry
 
 from ledgerline.config import ConfigError, Settings, load_settings
 from ledgerline.platform.metrics import GRPCMetrics, HTTPMetrics, WorkerMetrics
@@ -134,12 +133,10 @@ def defined_metrics(src: Path) -> set[str]:
     """The metric names the code defines: those the metrics classes
     register, and any ``ledgerline_*`` string literal under ``src`` (a
     metric defined elsewhere)."""
-    registry = CollectorRegistry()
-    HTTPMetrics()  # registers in a registry of its own
+    registry = HTTPMetrics().registry
     GRPCMetrics(registry)
     WorkerMetrics(registry)
-    names = {family.name for family in HTTPMetrics().registry.collect()}
-    names |= {family.name for family in registry.collect()}
+    names = {family.name for family in registry.collect()}
     for path in src.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if (

@@ -228,6 +228,23 @@ def test_a_mistake_is_caught(
     assert any(problem in found for found in problems), problems
 
 
+def test_without_kubectl_each_listed_file_is_validated(
+    repository: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_which = shutil.which
+    monkeypatch.setattr(
+        "deploy.check.shutil.which", lambda name: None if name == "kubectl" else real_which(name)
+    )
+    passed = check_kubernetes(repository)
+    assert (passed.notes, passed.problems) == (
+        ["no kubectl: validated the listed files as they are"],
+        [],
+    )
+    edit(f"{K8S}/worker-deployment.yaml", "replicas: 2", "replicas: two")(repository)
+    check = check_kubernetes(repository)
+    assert [p for p in check.problems if "Deployment/ledgerline-worker" in p] != []
+
+
 def test_anchors_are_those_github_makes() -> None:
     markdown = "# Scaling out\n## `LedgerlineOutboxLag`\n### Rotate the JWT secret (HS256)"
     assert github_anchors(markdown) == {
