@@ -344,6 +344,11 @@ def check_compose(root: Path) -> Check:
         "LEDGERLINE_JWT_SECRET" in services["serve"].get("environment", {}),
         "serve needs LEDGERLINE_JWT_SECRET on a configured database",
     )
+    for name in ("migrate", "serve", "worker"):
+        check.problems += [
+            f"{name}: {problem}"
+            for problem in settings_problems(services[name].get("environment", {}))
+        ]
     for name in ("postgres", "redis", "nats", "worker"):
         check.require("healthcheck" in services[name], f"{name} needs a healthcheck")
     for name, service in services.items():
@@ -364,6 +369,27 @@ def check_compose(root: Path) -> Check:
         "the collector must export traces to jaeger over OTLP",
     )
     return check
+
+
+def settings_problems(environment: dict[str, str]) -> list[str]:
+    """LEDGERLINE_* variables that config.py does not know or refuses.
+    Compose's ``${VAR:-default}`` is read as its default."""
+    values = {}
+    problems = []
+    for key, value in environment.items():
+        if not key.startswith("LEDGERLINE_"):
+            continue
+        field = key.removeprefix("LEDGERLINE_").lower()
+        if field not in Settings.model_fields:
+            problems.append(f"{key} is not a setting of config.py")
+            continue
+        default = re.fullmatch(r"\$\{\w+:-(.*)\}", str(value))
+        values[field] = default[1] if default else str(value)
+    try:
+        load_settings(**values)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    return problems
 
 
 def prometheus_config_problems(root: Path, service: dict[str, Any]) -> list[str]:
@@ -485,11 +511,8 @@ def configuration_problems(config: dict[str, str], serve: dict[str, Any]) -> lis
         problems.append(f"{name} holds credentials: it belongs in the Secret")
     for name in sorted({"LEDGERLINE_DATABASE_URL", "LEDGERLINE_JWT_SECRET"} - from_secret):
         problems.append(f"serve must take {name} from the Secret")
-    values = {key.removeprefix("LEDGERLINE_").lower(): value for key, value in config.items()}
-    try:
-        load_settings(**{k: v for k, v in values.items() if k in Settings.model_fields})
-    except ConfigError as exc:
-        problems.append(f"the ConfigMap: {exc}")
+    known = {key: value for key, value in config.items() if key in settings}
+    problems += [f"the ConfigMap: {problem}" for problem in settings_problems(known)]
     if config.get("LEDGERLINE_HTTP_HOST") != "0.0.0.0":  # noqa: S104 - in a pod
         problems.append("LEDGERLINE_HTTP_HOST must be 0.0.0.0 in a pod")
     return problems

@@ -133,6 +133,20 @@ MISTAKES = {
         edit("docker/compose.yaml", "./otel-collector.yaml:", "./otel.yaml:"),
         "mounts ./otel.yaml, which does not exist",
     ),
+    "compose-unknown-setting": (
+        "compose",
+        edit("docker/compose.yaml", "LEDGERLINE_LOG_FORMAT: json", "LEDGERLINE_LOG_FMT: json"),
+        "serve: LEDGERLINE_LOG_FMT is not a setting of config.py",
+    ),
+    "compose-refused-setting": (
+        "compose",
+        edit(
+            "docker/compose.yaml",
+            'LEDGERLINE_SHUTDOWN_DRAIN_SECONDS: "1"',
+            'LEDGERLINE_SHUTDOWN_DRAIN_SECONDS: "-1"',
+        ),
+        "worker: LEDGERLINE_SHUTDOWN_DRAIN_SECONDS",
+    ),
     "k8s-setting-left-out": (
         "kubernetes",
         edit(f"{K8S}/configmap.yaml", '  LEDGERLINE_HASH_WORKERS: "2"\n', ""),
