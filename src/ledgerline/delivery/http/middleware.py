@@ -59,6 +59,8 @@ class RequestEnvelope:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
+                if self._traced:  # before the span ends with the response's last part
+                    _name_span(scope)
                 message["headers"] = [
                     *message.get("headers", ()),
                     (REQUEST_ID_HEADER, request_id.encode()),
@@ -109,8 +111,6 @@ class RequestEnvelope:
             elapsed = time.perf_counter() - started_at
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            if self._traced:
-                _name_span(scope["method"], template)
             self._metrics.observe(scope["method"], template, status, elapsed)
             self._access_log(
                 scope["method"],
@@ -123,10 +123,12 @@ class RequestEnvelope:
             structlog.contextvars.unbind_contextvars("request_id")
 
 
-def _name_span(method: str, template: str) -> None:
+def _name_span(scope: Scope) -> None:
     """The server span by route template, not path (low cardinality)."""
     span = trace.get_current_span()
     if span.is_recording():
+        method = scope["method"]
+        template = getattr(scope.get("route"), "path", None) or "unmatched"
         span.update_name(f"{method} {template}")
         span.set_attribute("http.route", template)
 
