@@ -30,6 +30,7 @@ from ledgerline.platform.database import create_pool, ping
 from ledgerline.platform.health import Probe, Readiness
 from ledgerline.platform.locks import PostgresLockManager, RedisLockManager
 from ledgerline.platform.logging import Logger, get_logger
+from ledgerline.platform.metrics import BusinessMetrics
 from ledgerline.platform.passwords import Argon2Hasher, Argon2Params
 from ledgerline.platform.supervisor import EXIT_CONFIG, EXIT_UNAVAILABLE
 from ledgerline.platform.tokens import JWTIssuer
@@ -78,6 +79,8 @@ class Core:
     with_payments: bool = True
     # The process's tracing (platform/tracing.py); None: nothing is traced.
     tracing: Tracing | None = None
+    # Where the use cases' outcomes are counted; None: they are not.
+    metrics: BusinessMetrics | None = None
 
     _pool: asyncpg.Pool | None = None
     _readiness: Readiness | None = None
@@ -160,6 +163,12 @@ class Core:
             tracer,
             "UserService",
         )
+        if self.metrics is not None:
+            m = self.metrics
+            self.metrics.count_outcomes(
+                self._users,
+                {"register": (m.registrations, "registered"), "authenticate": (m.logins, "ok")},
+            )
         self._outbox = outbox = PostgresOutboxStore(db)
         self._expiry = OrderExpiry(uow=uow, clock=clock, ttl=s.order_ttl)
         self._retention = Retention(
@@ -185,6 +194,8 @@ class Core:
     ) -> None:
         s = self.settings
         locks = self.overrides.locks or await self._lock_manager(probes)
+        if self.metrics is not None:
+            locks = self.metrics.count_lock_failures(locks)
         if db.tracer is not None:
             locks = TracedLockManager(locks, db.tracer)
         self._payments = traced_methods(
@@ -205,6 +216,16 @@ class Core:
             db.tracer,
             "PaymentService",
         )
+        if self.metrics is not None:
+            m = self.metrics
+            m.count_outcomes(
+                self._payments,
+                {
+                    "process_payment": (m.payments, "paid"),
+                    "refund": (m.refunds, "refunded"),
+                    "credit": (m.credits, "credited"),
+                },
+            )
 
     def _argon2(self) -> Argon2Hasher:
         s = self.settings

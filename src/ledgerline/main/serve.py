@@ -29,7 +29,7 @@ from ledgerline.main.core import Core, start_unless_stopped
 from ledgerline.main.runtime import Runtime, check_tracing, prepare_runtime
 from ledgerline.platform.limits import raise_open_file_limit
 from ledgerline.platform.logging import configure_logging, get_logger
-from ledgerline.platform.metrics import GRPCMetrics, HTTPMetrics
+from ledgerline.platform.metrics import BusinessMetrics, GRPCMetrics, HTTPMetrics
 from ledgerline.platform.supervisor import (
     Supervisor,
     hold_stop_signals,
@@ -95,10 +95,16 @@ def run_serving_process(
 ) -> int:
     # Built here, in the serving process, after it started.
     tracing = tracing_from_environment()
-    core = Core(settings, Runtime(database_url, jwt_secret), tracing=tracing)
+    metrics = HTTPMetrics()
+    core = Core(
+        settings,
+        Runtime(database_url, jwt_secret),
+        tracing=tracing,
+        metrics=BusinessMetrics(metrics.registry),
+    )
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(_serve(core, sock))
+            return runner.run(_serve(core, sock, metrics))
     finally:
         if tracing is not None:
             tracing.shutdown()  # what is still batched is exported
@@ -155,7 +161,7 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
     )
 
 
-async def _serve(core: Core, sock: socket.socket) -> int:
+async def _serve(core: Core, sock: socket.socket, metrics: HTTPMetrics) -> int:
     log = get_logger("ledgerline.serve")
     settings = core.settings
     stop = asyncio.Event()
@@ -166,7 +172,6 @@ async def _serve(core: Core, sock: socket.socket) -> int:
     exit_code = await start_unless_stopped(core, stop, log)
     if exit_code is not None:
         return exit_code
-    metrics = HTTPMetrics()
     rpc = grpc_server(core, metrics)
     try:
         server = HTTPServer(
