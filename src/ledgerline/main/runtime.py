@@ -12,6 +12,7 @@ from pathlib import Path
 from ledgerline.config import ConfigError, Settings
 from ledgerline.platform.database import EmbeddedPostgres, migrate
 from ledgerline.platform.logging import get_logger
+from ledgerline.platform.tracing import TracingConfigError, check_tracing_environment
 
 JWT_SECRET_FILE = "jwt_secret"  # noqa: S105 - a file name, not a secret
 
@@ -108,3 +109,12 @@ def load_jwt_secret(settings: Settings, *, signs_tokens: bool) -> str:
             "delete the file to make a new one, or set LEDGERLINE_JWT_SECRET"
         )
     return secret
+
+
+def check_tracing() -> None:
+    """The OTEL_* variables, checked before any process builds its tracing:
+    a value the service cannot use stops it at start, naming the variable."""
+    try:
+        check_tracing_environment()
+    except TracingConfigError as exc:
+        raise ConfigError(str(exc)) from exc
