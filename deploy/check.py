@@ -39,6 +39,7 @@ import yaml
 
 from ledgerline.config import ConfigError, Settings, load_settings
 from ledgerline.platform.metrics import GRPCMetrics, HTTPMetrics, WorkerMetrics
+from ledgerline.platform.tracing import TracingConfigError, check_tracing_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES_VERSION = "1.33.0"  # the oldest release the manifests must apply to
@@ -345,10 +346,12 @@ def check_compose(root: Path) -> Check:
         "serve needs LEDGERLINE_JWT_SECRET on a configured database",
     )
     for name in ("migrate", "serve", "worker"):
-        check.problems += [
-            f"{name}: {problem}"
-            for problem in settings_problems(services[name].get("environment", {}))
-        ]
+        environment = services[name].get("environment", {})
+        check.problems += [f"{name}: {problem}" for problem in settings_problems(environment)]
+        if name != "migrate":
+            check.problems += [
+                f"{name}: {problem}" for problem in tracing_problems(environment, ["otlp"])
+            ]
     for name in ("postgres", "redis", "nats", "worker"):
         check.require("healthcheck" in services[name], f"{name} needs a healthcheck")
     for name, service in services.items():
@@ -390,6 +393,19 @@ def settings_problems(environment: dict[str, str]) -> list[str]:
     except ConfigError as exc:
         problems.append(str(exc))
     return problems
+
+
+def tracing_problems(environment: dict[str, str], exporters: list[str] | None) -> list[str]:
+    """OTEL_* values the service's tracing refuses, or (``exporters`` given)
+    that do not configure those exporters."""
+    otel = {key: str(value) for key, value in environment.items() if key.startswith("OTEL_")}
+    try:
+        configured = check_tracing_environment(otel)
+    except TracingConfigError as exc:
+        return [str(exc)]
+    if exporters is not None and configured != exporters:
+        return [f"the OTEL_* variables configure the exporters {configured}, not {exporters}"]
+    return []
 
 
 def prometheus_config_problems(root: Path, service: dict[str, Any]) -> list[str]:
@@ -513,6 +529,7 @@ def configuration_problems(config: dict[str, str], serve: dict[str, Any]) -> lis
         problems.append(f"serve must take {name} from the Secret")
     known = {key: value for key, value in config.items() if key in settings}
     problems += [f"the ConfigMap: {problem}" for problem in settings_problems(known)]
+    problems += [f"the ConfigMap: {problem}" for problem in tracing_problems(config, None)]
     if config.get("LEDGERLINE_HTTP_HOST") != "0.0.0.0":  # noqa: S104 - in a pod
         problems.append("LEDGERLINE_HTTP_HOST must be 0.0.0.0 in a pod")
     return problems

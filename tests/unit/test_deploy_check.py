@@ -147,6 +147,20 @@ MISTAKES = {
         ),
         "worker: LEDGERLINE_SHUTDOWN_DRAIN_SECONDS",
     ),
+    "compose-bad-tracing-variable": (
+        "compose",
+        edit(
+            "docker/compose.yaml",
+            "OTEL_TRACES_SAMPLER: parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER: sometimes",
+        ),
+        "serve: OTEL_TRACES_SAMPLER",
+    ),
+    "compose-tracing-off": (
+        "compose",
+        edit("docker/compose.yaml", "OTEL_TRACES_EXPORTER: otlp", "OTEL_TRACES_EXPORTER: none"),
+        "worker: the OTEL_* variables configure the exporters [], not ['otlp']",
+    ),
     "k8s-setting-left-out": (
         "kubernetes",
         edit(f"{K8S}/configmap.yaml", '  LEDGERLINE_HASH_WORKERS: "2"\n', ""),
