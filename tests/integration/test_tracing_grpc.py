@@ -141,3 +141,22 @@ async def test_without_tracing_an_event_stores_no_trace_context(
         "SELECT trace_context FROM outbox WHERE type = 'user.registered' ORDER BY seq DESC LIMIT 1"
     )
     assert stored is None
+
+
+async def test_a_call_in_an_unsampled_trace_makes_no_spans_and_stores_its_context(
+    traced: tuple[Stubs, Core], exporter: InMemorySpanExporter, pool: asyncpg.Pool
+) -> None:
+    stubs, _ = traced
+    trace_id = secrets.token_hex(16)
+    unsampled = ("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-00")
+    await stubs.users.Register(
+        users_pb2.RegisterRequest(email="dora@example.com", password=PASSWORD, name="Dora"),
+        metadata=(unsampled,),
+    )
+    assert _of_trace(exporter, trace_id) == []
+    stored = await pool.fetchval(
+        "SELECT trace_context::text FROM outbox WHERE type = 'user.registered' "
+        "ORDER BY seq DESC LIMIT 1"
+    )
+    # The caller's decision travels on: a consumer continues the trace unsampled.
+    assert json.loads(stored)["traceparent"].split("-")[1:4:2] == [trace_id, "00"]

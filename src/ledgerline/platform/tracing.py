@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.sdk.trace.sampling import (
     _KNOWN_SAMPLERS,  # the names OTEL_TRACES_SAMPLER takes
 )
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ledgerline.domain.events import OutboxEvent
@@ -209,26 +209,12 @@ def trace_ids() -> tuple[str, str] | None:
 # Spans the service makes itself ------------------------------------------
 
 
-@contextlib.contextmanager
-def span(
-    tracer: Tracer | None,
-    name: str,
-    *,
-    kind: SpanKind = SpanKind.INTERNAL,
-    attributes: Mapping[str, str | int | bool] | None = None,
-    parent: Context | None = None,
-    links: list[Link] | None = None,
-) -> Iterator[trace.Span | None]:
-    """A span named ``name`` around the block, current inside it, or
-    nothing at all with no tracer. An exception out of the block marks the
-    span as an error and is recorded on it."""
-    if tracer is None:
-        yield None
-        return
-    with tracer.start_as_current_span(
-        name, context=parent, kind=kind, attributes=attributes, links=links
-    ) as current:
-        yield current
+def in_unsampled_trace() -> bool:
+    """Whether the work running now belongs to a trace that is not sampled:
+    a child span there would be dropped, so none is made (making and
+    dropping one costs more than this check)."""
+    context = trace.get_current_span().get_span_context()
+    return context.is_valid and not context.trace_flags.sampled
 
 
 def traced_methods(service: T, tracer: Tracer | None, component: str) -> T:
@@ -250,6 +236,8 @@ def _in_span(
     tracer: Tracer, name: str, method: Callable[..., Awaitable[Any]]
 ) -> Callable[..., Awaitable[Any]]:
     async def traced(*args: Any, **kwargs: Any) -> Any:
+        if in_unsampled_trace():
+            return await method(*args, **kwargs)
         with tracer.start_as_current_span(name):
             return await method(*args, **kwargs)
 
@@ -267,6 +255,8 @@ class TracedLockManager:
         self._tracer = tracer
 
     async def try_acquire(self, key: str, ttl_seconds: float) -> Lease | None:
+        if in_unsampled_trace():
+            return await self._locks.try_acquire(key, ttl_seconds)
         with self._tracer.start_as_current_span("lock acquire") as current:
             lease = await self._locks.try_acquire(key, ttl_seconds)
             current.set_attribute("ledgerline.lock.acquired", lease is not None)
@@ -283,6 +273,8 @@ class _TracedLease:
         return await self._lease.extend(ttl_seconds)
 
     async def release(self) -> bool:
+        if in_unsampled_trace():
+            return await self._lease.release()
         with self._tracer.start_as_current_span("lock release") as current:
             released = await self._lease.release()
             current.set_attribute("ledgerline.lock.released", released)
@@ -330,7 +322,7 @@ def note_replay(tracer: Tracer | None, operation: str) -> None:
     progress is a replay. Marks it for the outcome metrics and, traced, as a
     span ``idempotency replay`` with the operation."""
     _replayed.set(True)
-    if tracer is not None:
+    if tracer is not None and not in_unsampled_trace():
         tracer.start_span(
             "idempotency replay", attributes={"ledgerline.idempotency.operation": operation}
         ).end()
@@ -345,22 +337,3 @@ def watching_replays() -> Iterator[Callable[[], bool]]:
     finally:
         _replayed.reset(token)
 
-
-__all__ = [
-    "Link",
-    "SpanKind",
-    "Status",
-    "StatusCode",
-    "Tracer",
-    "Tracing",
-    "TracingConfigError",
-    "check_tracing_environment",
-    "context_from",
-    "current_trace_context",
-    "note_replay",
-    "span",
-    "trace_ids",
-    "traced_methods",
-    "tracing_from_environment",
-    "watching_replays",
-]

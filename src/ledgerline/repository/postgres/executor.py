@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from ledgerline.platform.database import PoolExecutor
 from ledgerline.platform.deadline import remaining
+from ledgerline.platform.tracing import in_unsampled_trace
 from ledgerline.repository.postgres.errors import translate_errors
 
 Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
@@ -57,7 +58,7 @@ class Database:
         return Database(connection, self.tracer)
 
     async def _run(self, method: str, query: str, args: tuple[object, ...]) -> Any:
-        if self.tracer is None:
+        if self.tracer is None or in_unsampled_trace():
             with translate_errors():
                 return await getattr(self._db, method)(query, *args, timeout=remaining())
         with (
