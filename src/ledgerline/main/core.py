@@ -170,13 +170,19 @@ class Core:
                 {"register": (m.registrations, "registered"), "authenticate": (m.logins, "ok")},
             )
         self._outbox = outbox = PostgresOutboxStore(db)
-        self._expiry = OrderExpiry(uow=uow, clock=clock, ttl=s.order_ttl)
-        self._retention = Retention(
-            idempotency=PostgresIdempotencyStore(db),
-            outbox=outbox,
-            clock=clock,
-            outbox_retention=timedelta(hours=s.outbox_retention_hours),
-            events_are_published=s.event_bus_url is not None,
+        self._expiry = traced_methods(
+            OrderExpiry(uow=uow, clock=clock, ttl=s.order_ttl), tracer, "OrderExpiry"
+        )
+        self._retention = traced_methods(
+            Retention(
+                idempotency=PostgresIdempotencyStore(db),
+                outbox=outbox,
+                clock=clock,
+                outbox_retention=timedelta(hours=s.outbox_retention_hours),
+                events_are_published=s.event_bus_url is not None,
+            ),
+            tracer,
+            "Retention",
         )
         if self.with_payments:
             await self._start_payments(db, uow, users, clock, probes)

@@ -336,4 +336,3 @@ def watching_replays() -> Iterator[Callable[[], bool]]:
         yield _replayed.get
     finally:
         _replayed.reset(token)
-
