@@ -51,7 +51,7 @@ def serve(settings: Settings, processes: int) -> int:
     except PortInUseError as exc:
         raise ConfigError(str(exc)) from exc
     try:
-        runtime = prepare_runtime(settings, run_migrations=False)
+        runtime = prepare_runtime(settings, run_migrations=False, signs_tokens=True)
     except BaseException:
         grpc_guard.close()
         raise

@@ -50,7 +50,7 @@ def worker(settings: Settings) -> int:
     check_tracing()
     sock = listen(settings.http_host, settings.worker_port, "LEDGERLINE_WORKER_PORT")
     try:
-        runtime = prepare_runtime(settings, run_migrations=False)
+        runtime = prepare_runtime(settings, run_migrations=False, signs_tokens=False)
         tracing = tracing_from_environment()
         try:
             # Payments' lock service (Redis) is not the worker's concern.
