@@ -19,6 +19,14 @@ from ledgerline.usecase.users import Registration
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 PASSWORD = "correct horse battery"
+# Tests log in and register far more often than a person: limits they never
+# reach, so that the limiter still runs on every call. Rate-limit tests set
+# their own.
+GENEROUS_RATE_LIMITS: dict[str, str] = {
+    "rate_limit_login_per_email": "10000/minute",
+    "rate_limit_login_per_address": "10000/minute",
+    "rate_limit_register_per_address": "10000/minute",
+}
 
 
 def cheap_settings(**overrides: object) -> Settings:
@@ -27,6 +35,7 @@ def cheap_settings(**overrides: object) -> Settings:
         "argon2_time_cost": 1,
         "argon2_memory_kib": 8 * 1024,
         "jwt_secret": JWT_SECRET,
+        **GENEROUS_RATE_LIMITS,
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]
