@@ -154,8 +154,8 @@ class Settings(BaseSettings):
         for entry in value.replace(",", " ").split():
             try:
                 networks.append(ipaddress.ip_network(entry))
-            except ValueError:
-                raise ValueError(f"{entry!r} is not an IP address or network") from None
+            except ValueError as exc:  # "... has host bits set", "... does not appear to be ..."
+                raise ValueError(f"not an IP address or network: {exc}") from None
         return tuple(networks)
 
     @field_validator("relay_lease_seconds")
