@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +58,8 @@ def clean_env(**values: str) -> dict[str, str]:
             "LEDGERLINE_LOG_FORMAT": "json",
             "LEDGERLINE_GRPC_PORT": str(free_port()),
             **GENEROUS_RATE_LIMITS,
+            # Counts of its own, should it use the shared Redis.
+            "LEDGERLINE_RATE_LIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
             **values,
         }
     )

@@ -5,6 +5,7 @@ handlers)."""
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ def cheap_settings(**overrides: object) -> Settings:
         "argon2_memory_kib": 8 * 1024,
         "jwt_secret": JWT_SECRET,
         **GENEROUS_RATE_LIMITS,
+        # Counts of its own, should it use the shared Redis.
+        "rate_limit_key_prefix": f"test-{uuid.uuid4().hex[:12]}",
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]

@@ -59,8 +59,9 @@ class TrustedProxies:
         ``X-Forwarded-For`` field of the request, in order. Each proxy
         appends the address it was reached from, so the list is read from
         the right, past the trusted proxies: the first address that is not
-        one is the client, as the nearest proxy that could be fooled saw it.
-        Entries left of it are whatever the client wrote, never believed.
+        one is the client, the address the outermost trusted proxy was
+        reached from. Entries left of it are whatever the client wrote,
+        never believed.
         When every entry is a trusted proxy, the left-most is the client
         (the request came from inside). An entry that is not an address
         stops the walk at the proxy that wrote it: its clients then share
