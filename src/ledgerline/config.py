@@ -3,13 +3,17 @@ A bad value stops the process with one line naming the variable."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ledgerline.platform.client_address import IPNetwork
+from ledgerline.platform.ratelimit import parse_limits
 
 ENV_PREFIX = "LEDGERLINE_"
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -52,6 +56,23 @@ class Settings(BaseSettings):
     order_ttl: timedelta = timedelta(hours=24)
     order_expiry_interval_seconds: Annotated[float, Field(gt=0, le=86_400)] = 30.0
     purge_interval_seconds: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+
+    # Abuse protection (platform/ratelimit.py): moving windows, in Redis when
+    # redis_url is set (shared by every process), else in each process.
+    # Several limits at once: "10/minute;60/hour", all of which apply.
+    rate_limits_enabled: bool = True
+    rate_limit_login_per_email: str = "10/minute;60/hour"
+    rate_limit_login_per_address: str = "60/minute;600/hour"
+    rate_limit_register_per_address: str = "10/minute;100/day"
+    # How long a check may wait for Redis before the call passes unchecked.
+    rate_limit_timeout_seconds: Annotated[float, Field(gt=0, le=5)] = 0.5
+    # Deployments (or tests) that share one Redis keep their counts apart.
+    rate_limit_key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = (
+        "ledgerline:rate-limit"
+    )
+    # Proxies whose X-Forwarded-For is believed (addresses or CIDR
+    # networks, comma-separated); none by default.
+    trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
 
     # Unset: a secret is made once and kept in data_dir.
     jwt_secret: SecretStr | None = None
@@ -110,6 +131,32 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not re.match(r"^(nats|tls)://[^\s]+$", value):
             raise ValueError("must be a nats:// or tls:// URL")
         return value
+
+    @field_validator(
+        "rate_limit_login_per_email",
+        "rate_limit_login_per_address",
+        "rate_limit_register_per_address",
+    )
+    @classmethod
+    def _rate_limits(cls, value: str) -> str:
+        parse_limits(value)  # ValueError names what is wrong
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        """Separated by commas or spaces: ``10.0.0.0/8, 192.0.2.7`` (a bare
+        address is its own /32 or /128); host bits set under a prefix
+        (``10.0.0.1/8``) are refused as a typo."""
+        if not isinstance(value, str):
+            return value
+        networks: list[IPNetwork] = []
+        for entry in value.replace(",", " ").split():
+            try:
+                networks.append(ipaddress.ip_network(entry))
+            except ValueError as exc:  # "... has host bits set", "... does not appear to be ..."
+                raise ValueError(f"not an IP address or network: {exc}") from None
+        return tuple(networks)
 
     @field_validator("relay_lease_seconds")
     @classmethod

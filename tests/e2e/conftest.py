@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,12 +40,28 @@ def free_ports(count: int) -> list[int]:
     return [free_port() for _ in range(count)]
 
 
+# Tests log in and register far more often than a person (schemathesis
+# most of all): limits they never reach. Rate-limit tests set their own.
+GENEROUS_RATE_LIMITS = {
+    "LEDGERLINE_RATE_LIMIT_LOGIN_PER_EMAIL": "10000/minute",
+    "LEDGERLINE_RATE_LIMIT_LOGIN_PER_ADDRESS": "10000/minute",
+    "LEDGERLINE_RATE_LIMIT_REGISTER_PER_ADDRESS": "10000/minute",
+}
+
+
 def clean_env(**values: str) -> dict[str, str]:
     """The test's environment without any LEDGERLINE_* or OTEL_* the developer set,
-    and a gRPC port of its own unless one is given."""
+    generous rate limits, and a gRPC port of its own unless one is given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGERLINE_", "OTEL_"))}
     env.update(
-        {"LEDGERLINE_LOG_FORMAT": "json", "LEDGERLINE_GRPC_PORT": str(free_port()), **values}
+        {
+            "LEDGERLINE_LOG_FORMAT": "json",
+            "LEDGERLINE_GRPC_PORT": str(free_port()),
+            **GENEROUS_RATE_LIMITS,
+            # Counts of its own, should it use the shared Redis.
+            "LEDGERLINE_RATE_LIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
+            **values,
+        }
     )
     return env
 

@@ -5,6 +5,7 @@ handlers)."""
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,14 @@ from ledgerline.usecase.users import Registration
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 PASSWORD = "correct horse battery"
+# Tests log in and register far more often than a person: limits they never
+# reach, so that the limiter still runs on every call. Rate-limit tests set
+# their own.
+GENEROUS_RATE_LIMITS: dict[str, str] = {
+    "rate_limit_login_per_email": "10000/minute",
+    "rate_limit_login_per_address": "10000/minute",
+    "rate_limit_register_per_address": "10000/minute",
+}
 
 
 def cheap_settings(**overrides: object) -> Settings:
@@ -27,6 +36,9 @@ def cheap_settings(**overrides: object) -> Settings:
         "argon2_time_cost": 1,
         "argon2_memory_kib": 8 * 1024,
         "jwt_secret": JWT_SECRET,
+        **GENEROUS_RATE_LIMITS,
+        # Counts of its own, should it use the shared Redis.
+        "rate_limit_key_prefix": f"test-{uuid.uuid4().hex[:12]}",
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]

@@ -547,8 +547,12 @@ async def test_openapi_lists_exactly_the_accepted_currencies(
 @pytest.mark.parametrize(
     ("path", "method", "statuses"),
     [
-        pytest.param("/v1/users", "post", {"201", "400", "409", "413", "415"}, id="register"),
-        pytest.param("/v1/auth/token", "post", {"200", "400", "401", "413", "415"}, id="login"),
+        pytest.param(
+            "/v1/users", "post", {"201", "400", "409", "413", "415", "429"}, id="register"
+        ),
+        pytest.param(
+            "/v1/auth/token", "post", {"200", "400", "401", "413", "415", "429"}, id="login"
+        ),
         pytest.param("/v1/users/me", "get", {"200", "401"}, id="me"),
         pytest.param("/v1/users", "get", {"200", "400", "401", "403", "404"}, id="find"),
         pytest.param(

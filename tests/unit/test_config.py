@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,16 @@ def test_defaults_load_with_no_environment() -> None:
     assert settings.log_format == "auto"
     assert settings.request_timeout_seconds == 10.0
     assert settings.jwt_ttl_seconds == 900
+
+
+def test_rate_limits_are_on_by_default_and_trust_no_proxy() -> None:
+    settings = load_settings()
+
+    assert settings.rate_limits_enabled
+    assert settings.rate_limit_login_per_email == "10/minute;60/hour"
+    assert settings.rate_limit_login_per_address == "60/minute;600/hour"
+    assert settings.rate_limit_register_per_address == "10/minute;100/day"
+    assert settings.trusted_proxies == ()
 
 
 GOOD_VALUES: dict[str, tuple[str, str, str, object]] = {
@@ -95,6 +106,50 @@ GOOD_VALUES: dict[str, tuple[str, str, str, object]] = {
     "order-ttl-days": ("LEDGERLINE_ORDER_TTL", "7d", "order_ttl", timedelta(days=7)),
     "order-ttl-iso-8601": ("LEDGERLINE_ORDER_TTL", "PT2H30M", "order_ttl", timedelta(hours=2.5)),
     "worker-port": ("LEDGERLINE_WORKER_PORT", "9001", "worker_port", 9001),
+    "rate-limits-off": ("LEDGERLINE_RATE_LIMITS_ENABLED", "false", "rate_limits_enabled", False),
+    "login-per-email": (
+        "LEDGERLINE_RATE_LIMIT_LOGIN_PER_EMAIL",
+        "5/minute",
+        "rate_limit_login_per_email",
+        "5/minute",
+    ),
+    "login-per-address-several": (
+        "LEDGERLINE_RATE_LIMIT_LOGIN_PER_ADDRESS",
+        "20/minute;200/hour",
+        "rate_limit_login_per_address",
+        "20/minute;200/hour",
+    ),
+    "register-per-address-in-words": (
+        "LEDGERLINE_RATE_LIMIT_REGISTER_PER_ADDRESS",
+        "3 per 10 minutes",
+        "rate_limit_register_per_address",
+        "3 per 10 minutes",
+    ),
+    "rate-limit-timeout": (
+        "LEDGERLINE_RATE_LIMIT_TIMEOUT_SECONDS",
+        "0.05",
+        "rate_limit_timeout_seconds",
+        0.05,
+    ),
+    "rate-limit-key-prefix": (
+        "LEDGERLINE_RATE_LIMIT_KEY_PREFIX",
+        "staging:rl",
+        "rate_limit_key_prefix",
+        "staging:rl",
+    ),
+    "trusted-proxies-one-address": (
+        "LEDGERLINE_TRUSTED_PROXIES",
+        "192.0.2.7",
+        "trusted_proxies",
+        (ip_network("192.0.2.7/32"),),
+    ),
+    "trusted-proxies-networks-and-ipv6": (
+        "LEDGERLINE_TRUSTED_PROXIES",
+        "10.0.0.0/8, 172.16.0.0/12 2001:db8::/32",
+        "trusted_proxies",
+        (ip_network("10.0.0.0/8"), ip_network("172.16.0.0/12"), ip_network("2001:db8::/32")),
+    ),
+    "trusted-proxies-empty": ("LEDGERLINE_TRUSTED_PROXIES", "", "trusted_proxies", ()),
 }
 
 
@@ -148,6 +203,21 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "relay-lease-under-a-second": ("LEDGERLINE_RELAY_LEASE_SECONDS", "0.5"),
     "worker-port-zero": ("LEDGERLINE_WORKER_PORT", "0"),
     "relay-lease-shorter-than-four-publish-timeouts": ("LEDGERLINE_RELAY_LEASE_SECONDS", "19"),
+    "login-per-email-no-unit": ("LEDGERLINE_RATE_LIMIT_LOGIN_PER_EMAIL", "10"),
+    "login-per-email-unknown-unit": ("LEDGERLINE_RATE_LIMIT_LOGIN_PER_EMAIL", "10/fortnight"),
+    "login-per-address-zero": ("LEDGERLINE_RATE_LIMIT_LOGIN_PER_ADDRESS", "0/minute"),
+    "register-per-address-empty": ("LEDGERLINE_RATE_LIMIT_REGISTER_PER_ADDRESS", ""),
+    "register-per-address-trailing-separator": (
+        "LEDGERLINE_RATE_LIMIT_REGISTER_PER_ADDRESS",
+        "10/minute;",
+    ),
+    "rate-limits-enabled-not-a-bool": ("LEDGERLINE_RATE_LIMITS_ENABLED", "sometimes"),
+    "rate-limit-timeout-zero": ("LEDGERLINE_RATE_LIMIT_TIMEOUT_SECONDS", "0"),
+    "rate-limit-timeout-too-long": ("LEDGERLINE_RATE_LIMIT_TIMEOUT_SECONDS", "30"),
+    "rate-limit-key-prefix-with-space": ("LEDGERLINE_RATE_LIMIT_KEY_PREFIX", "my prefix"),
+    "trusted-proxies-hostname": ("LEDGERLINE_TRUSTED_PROXIES", "proxy.example.com"),
+    "trusted-proxies-host-bits-set": ("LEDGERLINE_TRUSTED_PROXIES", "10.0.0.1/8"),
+    "trusted-proxies-one-bad-of-two": ("LEDGERLINE_TRUSTED_PROXIES", "10.0.0.0/8, 300.1.1.1"),
 }
 
 

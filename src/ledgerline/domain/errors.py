@@ -79,8 +79,15 @@ class InsufficientFundsError(DomainError):
 
 
 class RateLimitedError(DomainError):
+    """Over a rate limit; the call may be tried again after
+    ``retry_after_seconds`` (whole seconds, at least 1)."""
+
     code = "rate_limited"
-    default_message = "too many requests"
+    default_message = "too many requests; try again later"
+
+    def __init__(self, message: str | None = None, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, retry_after_seconds)
 
 
 class DeadlineExceededError(DomainError):

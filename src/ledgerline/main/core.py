@@ -32,6 +32,7 @@ from ledgerline.platform.locks import PostgresLockManager, RedisLockManager
 from ledgerline.platform.logging import Logger, get_logger
 from ledgerline.platform.metrics import BusinessMetrics
 from ledgerline.platform.passwords import Argon2Hasher, Argon2Params
+from ledgerline.platform.ratelimit import RateLimiter, RateLimitRules
 from ledgerline.platform.supervisor import EXIT_CONFIG, EXIT_UNAVAILABLE
 from ledgerline.platform.tokens import JWTIssuer
 from ledgerline.platform.tracing import TracedLockManager, Tracing, traced_methods
@@ -92,6 +93,7 @@ class Core:
     _executor: ThreadPoolExecutor | None = None
     _redis: redis.Redis | None = None
     _lock_pool: asyncpg.Pool | None = None
+    _rate_limiter: RateLimiter | None = None
 
     @property
     def users(self) -> UserService:
@@ -113,6 +115,11 @@ class Core:
     @property
     def retention(self) -> Retention:
         return _started(self._retention)
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        """One per process, shared by its transports."""
+        return _started(self._rate_limiter)
 
     @property
     def readiness(self) -> Readiness:
@@ -186,6 +193,7 @@ class Core:
         )
         if self.with_payments:
             await self._start_payments(db, uow, users, clock, probes)
+        self._rate_limiter = self._build_rate_limiter()
         # Probes end well inside the request's deadline, so that a database
         # that does not answer is a 503 naming it, never a bare 504.
         self._readiness = Readiness(probes, timeout=min(2.0, s.request_timeout_seconds / 2))
@@ -239,6 +247,27 @@ class Core:
         params = Argon2Params(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism)
         return Argon2Hasher(params, self._executor)
 
+    def _build_rate_limiter(self) -> RateLimiter:
+        """In Redis when it is configured, so that every process and machine
+        shares the counts; it is not a readiness probe: the limiter passes
+        calls while Redis is down (see platform/ratelimit.py)."""
+        s = self.settings
+        if not s.rate_limits_enabled:
+            return RateLimiter.disabled()
+        rules = RateLimitRules.parse(
+            login_per_email=s.rate_limit_login_per_email,
+            login_per_address=s.rate_limit_login_per_address,
+            register_per_address=s.rate_limit_register_per_address,
+        )
+        if s.redis_url is None:
+            return RateLimiter.in_memory(rules, timeout=s.rate_limit_timeout_seconds)
+        return RateLimiter.on_redis(
+            s.redis_url,
+            rules,
+            timeout=s.rate_limit_timeout_seconds,
+            key_prefix=s.rate_limit_key_prefix,
+        )
+
     async def _lock_manager(self, probes: dict[str, Probe]) -> LockManager:
         s = self.settings
         if s.redis_url is not None:
@@ -281,6 +310,9 @@ class Core:
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
+        if self._rate_limiter is not None:
+            await self._rate_limiter.close()
+            self._rate_limiter = None
         if self._executor is not None:
             # No hash is in flight once the server has drained; don't block the loop.
             self._executor.shutdown(wait=False, cancel_futures=True)

@@ -27,9 +27,15 @@ from ledgerline.delivery.http.protocol import ConnectionLimits
 from ledgerline.delivery.http.server import HTTPServer, bind_socket
 from ledgerline.main.core import Core, start_unless_stopped
 from ledgerline.main.runtime import Runtime, check_tracing, prepare_runtime
+from ledgerline.platform.client_address import TrustedProxies
 from ledgerline.platform.limits import raise_open_file_limit
 from ledgerline.platform.logging import configure_logging, get_logger
-from ledgerline.platform.metrics import BusinessMetrics, GRPCMetrics, HTTPMetrics
+from ledgerline.platform.metrics import (
+    BusinessMetrics,
+    GRPCMetrics,
+    HTTPMetrics,
+    RateLimitMetrics,
+)
 from ledgerline.platform.supervisor import (
     Supervisor,
     hold_stop_signals,
@@ -120,6 +126,8 @@ def http_app(core: Core, metrics: HTTPMetrics | None = None) -> ASGIApp:
             metrics=metrics or HTTPMetrics(),
             logger=get_logger("ledgerline.http"),
             request_timeout=core.settings.request_timeout_seconds,
+            rate_limiter=core.rate_limiter,
+            trusted_proxies=TrustedProxies(core.settings.trusted_proxies),
             tracer_provider=_provider(core),
         )
     )
@@ -145,6 +153,8 @@ def grpc_server(core: Core, metrics: HTTPMetrics, address: str | None = None) ->
             metrics=GRPCMetrics(metrics.registry),
             logger=get_logger("ledgerline.grpc"),
             request_timeout=settings.request_timeout_seconds,
+            rate_limiter=core.rate_limiter,
+            trusted_proxies=TrustedProxies(settings.trusted_proxies),
             tracer_provider=_provider(core),
         ),
         address,
@@ -172,6 +182,7 @@ async def _serve(core: Core, sock: socket.socket, metrics: HTTPMetrics) -> int:
     exit_code = await start_unless_stopped(core, stop, log)
     if exit_code is not None:
         return exit_code
+    core.rate_limiter.observe(RateLimitMetrics(metrics.registry))
     rpc = grpc_server(core, metrics)
     try:
         server = HTTPServer(

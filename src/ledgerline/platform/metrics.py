@@ -87,6 +87,32 @@ class GRPCMetrics:
         self._answered.observe((method, code), seconds)
 
 
+class RateLimitMetrics:
+    """What the rate limiter refused, and what it let through unchecked
+    (its storage did not answer); registered beside the HTTP metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._refused = Counter(
+            "ledgerline_rate_limited_total",
+            "Calls refused for being over a rate limit, by limit "
+            "(login_per_email, login_per_address, register_per_address).",
+            ["limit"],
+            registry=registry,
+        )
+        self._unchecked = Counter(
+            "ledgerline_rate_limit_unchecked_total",
+            "Rate-limit checks (one per limit a call is subject to) passed unchecked "
+            "because the limits' storage (Redis) failed or did not answer in time.",
+            registry=registry,
+        )
+
+    def refused(self, limit: str) -> None:
+        self._refused.labels(limit).inc()
+
+    def unchecked(self) -> None:
+        self._unchecked.inc()
+
+
 class WorkerMetrics:
     """The background worker's: the outbox (lag, backlog, what the relay
     did with each event), the job pool's occupancy and the jobs' runs.

@@ -32,3 +32,12 @@ def metadata_value(context: grpc.aio.ServicerContext[object, object], name: str)
         if key == name:
             return value if isinstance(value, str) else value.decode("latin-1")
     return ""
+
+
+def metadata_values(context: grpc.aio.ServicerContext[object, object], name: str) -> list[str]:
+    """Every value of a metadata key (lower case), in order."""
+    return [
+        value if isinstance(value, str) else value.decode("latin-1")
+        for key, value in context.invocation_metadata() or ()
+        if key == name
+    ]

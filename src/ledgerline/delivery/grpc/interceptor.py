@@ -17,7 +17,7 @@ import structlog
 from ledgerline.delivery.error_table import INTERNAL_MESSAGE, mapping_for
 from ledgerline.delivery.grpc.calls import metadata_value, reset_caller, set_caller
 from ledgerline.delivery.request_id import VALID_REQUEST_ID, new_request_id
-from ledgerline.domain.errors import DomainError
+from ledgerline.domain.errors import DomainError, RateLimitedError
 from ledgerline.platform.deadline import within
 from ledgerline.platform.logging import Logger, call_log
 from ledgerline.platform.metrics import GRPCMetrics
@@ -30,6 +30,9 @@ PUBLIC_METHODS = frozenset(
 )
 REQUEST_ID = "x-request-id"
 ERROR_CODE = "error-code"  # trailing metadata: API.md's stable code
+# Trailing metadata of RESOURCE_EXHAUSTED (rate_limited): whole seconds
+# until the call may be tried again, as REST's Retry-After header.
+RETRY_AFTER = "retry-after"
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Behavior = Callable[[Any, Context], Awaitable[Any]]
@@ -85,7 +88,12 @@ class CallEnvelope(grpc.aio.ServerInterceptor):
                 return response
             except DomainError as exc:
                 status = _status(exc.code)
-                await _abort(context, status, exc.message, exc.code, request_id)
+                extra = (
+                    ((RETRY_AFTER, str(exc.retry_after_seconds)),)
+                    if isinstance(exc, RateLimitedError)
+                    else ()
+                )
+                await _abort(context, status, exc.message, exc.code, request_id, extra)
             except TimeoutError:
                 status = grpc.StatusCode.DEADLINE_EXCEEDED
                 await _abort(context, status, "deadline exceeded", "deadline_exceeded", request_id)
@@ -121,10 +129,17 @@ def _status(code: str) -> grpc.StatusCode:
 
 
 async def _abort(
-    context: Context, status: grpc.StatusCode, message: str, code: str, request_id: str
+    context: Context,
+    status: grpc.StatusCode,
+    message: str,
+    code: str,
+    request_id: str,
+    extra: tuple[tuple[str, str], ...] = (),
 ) -> None:
     await context.abort(
-        status, message, trailing_metadata=((ERROR_CODE, code), (REQUEST_ID, request_id))
+        status,
+        message,
+        trailing_metadata=((ERROR_CODE, code), (REQUEST_ID, request_id), *extra),
     )
 
 

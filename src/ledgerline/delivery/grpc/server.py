@@ -18,9 +18,11 @@ from opentelemetry.trace import TracerProvider
 
 from ledgerline.delivery.grpc.interceptor import CallEnvelope
 from ledgerline.delivery.grpc.servicers import PaymentServicer, UserServicer, WalletServicer
+from ledgerline.platform.client_address import TrustedProxies
 from ledgerline.platform.health import Readiness
 from ledgerline.platform.logging import Logger, get_logger
 from ledgerline.platform.metrics import GRPCMetrics
+from ledgerline.platform.ratelimit import RateLimiter
 from ledgerline.usecase.payments import PaymentService
 from ledgerline.usecase.users import UserService
 from ledgerline.v1 import (
@@ -66,6 +68,8 @@ class GRPCDependencies:
     metrics: GRPCMetrics
     logger: Logger
     request_timeout: float
+    rate_limiter: RateLimiter
+    trusted_proxies: TrustedProxies
     # None: nothing is traced (platform/tracing.py).
     tracer_provider: TracerProvider | None = None
 
@@ -109,7 +113,9 @@ class GRPCServer:
             ],
             maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         )
-        users_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(deps.users), self._server)
+        users_pb2_grpc.add_UserServiceServicer_to_server(
+            UserServicer(deps.users, deps.rate_limiter, deps.trusted_proxies), self._server
+        )
         wallet_pb2_grpc.add_WalletServiceServicer_to_server(
             WalletServicer(deps.payments), self._server
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from ledgerline.delivery.grpc.calls import caller, metadata_value
+from ledgerline.delivery.grpc.calls import caller, metadata_value, metadata_values
 from ledgerline.delivery.grpc.convert import (
     balance_message,
     credit_message,
@@ -16,6 +16,8 @@ from ledgerline.delivery.grpc.convert import (
     parse_id,
     user_message,
 )
+from ledgerline.platform.client_address import IPAddress, TrustedProxies, parse_grpc_peer
+from ledgerline.platform.ratelimit import RateLimiter
 from ledgerline.usecase.payments import ENTRIES_DEFAULT_LIMIT, NewOrder, PaymentService
 from ledgerline.usecase.users import Registration, UserService
 from ledgerline.v1 import (
@@ -29,15 +31,25 @@ from ledgerline.v1 import (
 
 Context = grpc.aio.ServicerContext[Any, Any]
 IDEMPOTENCY_KEY = "idempotency-key"
+FORWARDED_FOR = "x-forwarded-for"
 
 
 class UserServicer(users_pb2_grpc.UserServiceServicer):
-    def __init__(self, users: UserService) -> None:
+    def __init__(self, users: UserService, limiter: RateLimiter, proxies: TrustedProxies) -> None:
         self._users = users
+        self._limiter = limiter
+        self._proxies = proxies
+
+    def _client_address(self, context: Context) -> IPAddress | None:
+        """The peer, or behind a trusted proxy the client it names in
+        ``x-forwarded-for`` (REST's rule)."""
+        peer = parse_grpc_peer(context.peer())
+        return self._proxies.client_address(peer, metadata_values(context, FORWARDED_FOR))
 
     async def Register(  # noqa: N802 - the RPC's name
         self, request: users_pb2.RegisterRequest, context: Context
     ) -> users_pb2.RegisterResponse:
+        await self._limiter.check_registration(self._client_address(context))
         registration = Registration(request.email, request.password, request.name)
         user = await self._users.register(registration)
         return users_pb2.RegisterResponse(user=user_message(user))
@@ -45,6 +57,7 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
     async def Login(  # noqa: N802
         self, request: users_pb2.LoginRequest, context: Context
     ) -> users_pb2.LoginResponse:
+        await self._limiter.check_login(request.email, self._client_address(context))
         issued = await self._users.authenticate(request.email, request.password)
         return users_pb2.LoginResponse(
             access_token=issued.token,

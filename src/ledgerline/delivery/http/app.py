@@ -16,9 +16,11 @@ from ledgerline.delivery.http.middleware import RequestEnvelope
 from ledgerline.delivery.http.operations import operations_router
 from ledgerline.delivery.http.payments import payments_routers
 from ledgerline.delivery.http.users import users_routers
+from ledgerline.platform.client_address import TrustedProxies
 from ledgerline.platform.health import Readiness
 from ledgerline.platform.logging import Logger, access_log
 from ledgerline.platform.metrics import HTTPMetrics
+from ledgerline.platform.ratelimit import RateLimiter
 from ledgerline.usecase.payments import PaymentService
 from ledgerline.usecase.users import UserService
 
@@ -33,6 +35,8 @@ class HTTPDependencies:
     metrics: HTTPMetrics
     logger: Logger
     request_timeout: float
+    rate_limiter: RateLimiter
+    trusted_proxies: TrustedProxies
     # None: nothing is traced (platform/tracing.py).
     tracer_provider: TracerProvider | None = None
 
@@ -62,7 +66,7 @@ def create_http_app(deps: HTTPDependencies) -> ASGIApp:
     authenticate = bearer_authenticator(deps.users)
     routers = [
         operations_router(deps.readiness, deps.metrics),
-        *users_routers(deps.users, authenticate),
+        *users_routers(deps.users, authenticate, deps.rate_limiter, deps.trusted_proxies),
         *payments_routers(deps.payments, authenticate),
     ]
     for router in routers:

@@ -16,7 +16,7 @@ from starlette.routing import Match
 from starlette.types import Send
 
 from ledgerline.delivery.error_table import HTTP_ONLY_CODES, INTERNAL_MESSAGE, mapping_for
-from ledgerline.domain.errors import DomainError, FieldViolation
+from ledgerline.domain.errors import DomainError, FieldViolation, RateLimitedError
 
 
 class BodyTooLargeError(StarletteHTTPException):
@@ -82,6 +82,8 @@ async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     status = mapping_for(exc.code).http_status
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, RateLimitedError):
+        headers = {"Retry-After": str(exc.retry_after_seconds)}
     details = getattr(exc, "details", ())
     return error_response(status, exc.code, exc.message, details, headers)
 

@@ -428,12 +428,19 @@ _ERROR_MEANINGS = {
     413: "payload_too_large: the body is over 64 KiB",
     415: "unsupported_media_type: the body is not application/json in UTF-8",
     422: "idempotency_mismatch: the Idempotency-Key was used with another request",
+    429: "rate_limited: too many calls; try again after Retry-After seconds",
     500: "internal",
     503: "unavailable: a dependency is down, or the server is stopping; retry",
     504: "deadline_exceeded",
 }
 _UNAUTHENTICATED_HEADERS = {
     "WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}
+}
+_RATE_LIMITED_HEADERS = {
+    "Retry-After": {
+        "description": "Whole seconds (at least 1) until the call may be tried again",
+        "schema": {"type": "integer", "minimum": 1},
+    }
 }
 # What any request may meet, whatever the operation.
 _ALWAYS = (500, 503, 504)
@@ -446,6 +453,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         response: dict[str, Any] = {"model": ErrorResponse, "description": _ERROR_MEANINGS[status]}
         if status == 401:
             response["headers"] = _UNAUTHENTICATED_HEADERS
+        elif status == 429:
+            response["headers"] = _RATE_LIMITED_HEADERS
         responses[status] = response
     return responses
 

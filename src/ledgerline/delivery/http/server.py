@@ -49,7 +49,9 @@ class HTTPServer:
             log_config=None,
             access_log=False,
             server_header=False,
-            # Nothing here reads the client address; a proxy in front sets
+            # The client address stays the peer's: the rate limits read
+            # X-Forwarded-For themselves, from trusted proxies only
+            # (platform/client_address.py). A proxy in front sets
             # X-Request-ID, which the request envelope honours.
             proxy_headers=False,
             timeout_graceful_shutdown=math.ceil(shutdown_timeout),

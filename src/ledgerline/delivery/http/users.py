@@ -22,11 +22,23 @@ from ledgerline.delivery.http.schemas import (
     created_responses,
     error_responses,
 )
+from ledgerline.platform.client_address import IPAddress, TrustedProxies, parse_address
+from ledgerline.platform.ratelimit import RateLimiter
 from ledgerline.usecase.users import Registration, UserService
 
 
-def users_routers(users: UserService, authenticate: Authenticator) -> list[APIRouter]:
+def users_routers(
+    users: UserService,
+    authenticate: Authenticator,
+    limiter: RateLimiter,
+    proxies: TrustedProxies,
+) -> list[APIRouter]:
     public = APIRouter(prefix="/v1", route_class=JSONBodyRoute)
+
+    def client_address(request: Request) -> IPAddress | None:
+        peer = parse_address(request.client.host) if request.client else None
+        return proxies.client_address(peer, request.headers.getlist("x-forwarded-for"))
+
     private = APIRouter(prefix="/v1", route_class=authenticated_route(authenticate))
 
     @public.post(
@@ -37,10 +49,11 @@ def users_routers(users: UserService, authenticate: Authenticator) -> list[APIRo
         summary="Register a user",
         responses={
             **created_responses("/v1/users/{id} of the new user"),
-            **error_responses(400, 409, 413, 415),
+            **error_responses(400, 409, 413, 415, 429),
         },
     )
-    async def register(body: RegisterRequest) -> Response:
+    async def register(body: RegisterRequest, request: Request) -> Response:
+        await limiter.check_registration(client_address(request))
         user = await users.register(Registration(body.email, body.password, body.name))
         return render(UserResponse.of(user), 201, {"Location": f"/v1/users/{user.id}"})
 
@@ -49,9 +62,10 @@ def users_routers(users: UserService, authenticate: Authenticator) -> list[APIRo
         response_model=TokenResponse,
         tags=["auth"],
         summary="Exchange email and password for a token",
-        responses=error_responses(400, 401, 413, 415),
+        responses=error_responses(400, 401, 413, 415, 429),
     )
-    async def token(body: TokenRequest) -> Response:
+    async def token(body: TokenRequest, request: Request) -> Response:
+        await limiter.check_login(body.email, client_address(request))
         issued = await users.authenticate(body.email, body.password)
         return render(TokenResponse(access_token=issued.token, expires_in=issued.expires_in))
 
