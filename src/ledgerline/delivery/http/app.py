@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from ledgerline.delivery.http.auth import bearer_authenticator, document_security
+from ledgerline.delivery.http.docs import docs_router
 from ledgerline.delivery.http.errors import install_error_handlers
 from ledgerline.delivery.http.middleware import RequestEnvelope
 from ledgerline.delivery.http.operations import operations_router
@@ -21,6 +22,7 @@ from ledgerline.usecase.payments import PaymentService
 from ledgerline.usecase.users import UserService
 
 MAX_BODY_BYTES = 64 * 1024
+OPENAPI_URL = "/openapi.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +40,11 @@ def create_http_app(deps: HTTPDependencies) -> ASGIApp:
         title="Ledgerline",
         version="1.0.0",
         summary="User accounts, wallets and exactly-once payments.",
-        openapi_url="/openapi.json",
-        docs_url="/docs",
+        openapi_url=OPENAPI_URL,
+        # /docs and /redoc are docs_router's, with assets served from here.
+        docs_url=None,
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         # A path with a trailing slash is simply not a route (404), rather
         # than a bodiless 307 to a Location built from the Host header.
         redirect_slashes=False,
@@ -58,6 +62,7 @@ def create_http_app(deps: HTTPDependencies) -> ASGIApp:
     authenticate = bearer_authenticator(deps.users)
     routers = [
         operations_router(deps.readiness, deps.metrics),
+        docs_router(api.title, OPENAPI_URL),
         *users_routers(deps.users, authenticate),
         *payments_routers(deps.payments, authenticate),
     ]

@@ -1,0 +1,106 @@
+"""The API's documentation pages, Swagger UI at /docs and ReDoc at /redoc,
+served whole by the service: their scripts, style sheet and icon come from
+the installed fastapi-offline package (Swagger UI 5, which reads OpenAPI
+3.1, and ReDoc 2), never from a CDN, so the pages work on a machine with no
+route to the internet.
+
+An asset's URL names the package's version, so a browser may keep it for a
+year without asking again: an upgrade changes every URL. The pages are
+revalidated on each visit (no-cache), so that they never name the assets of
+another version."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.resources
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from starlette.exceptions import HTTPException
+
+ASSETS_DISTRIBUTION = "fastapi-offline"
+ASSETS_PACKAGE = "fastapi_offline"
+ASSETS_PREFIX = "/docs/assets"
+ASSET_CACHE_CONTROL = "public, max-age=31536000, immutable"
+PAGE_CACHE_CONTROL = "no-cache"
+# Every file the pages load, and what it is (RFC 9239: JavaScript is text/javascript).
+ASSET_MEDIA_TYPES = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "redoc.standalone.js": "text/javascript; charset=utf-8",
+    "favicon.png": "image/png",
+}
+_NO_SNIFF = {"X-Content-Type-Options": "nosniff"}
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    body: bytes
+    media_type: str
+    etag: str
+
+
+def assets_version() -> str:
+    return importlib.metadata.version(ASSETS_DISTRIBUTION)
+
+
+def read_asset(name: str) -> Asset:
+    body = (importlib.resources.files(ASSETS_PACKAGE) / "static" / name).read_bytes()
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    return Asset(body, ASSET_MEDIA_TYPES[name], etag)
+
+
+def docs_router(title: str, openapi_url: str) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    version_served = assets_version()
+    base = f"{ASSETS_PREFIX}/{version_served}"
+    loaded: dict[str, Asset] = {}  # read on first use: most processes never serve them
+
+    @router.get("/docs")
+    async def swagger_ui() -> Response:
+        page = get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{title} API",
+            swagger_js_url=f"{base}/swagger-ui-bundle.js",
+            swagger_css_url=f"{base}/swagger-ui.css",
+            swagger_favicon_url=f"{base}/favicon.png",
+            oauth2_redirect_url=None,
+        )
+        page.headers.update({"Cache-Control": PAGE_CACHE_CONTROL, **_NO_SNIFF})
+        return page
+
+    @router.get("/redoc")
+    async def redoc() -> Response:
+        page = get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{title} API",
+            redoc_js_url=f"{base}/redoc.standalone.js",
+            redoc_favicon_url=f"{base}/favicon.png",
+            with_google_fonts=False,  # a stylesheet from the internet: the system fonts do
+        )
+        page.headers.update({"Cache-Control": PAGE_CACHE_CONTROL, **_NO_SNIFF})
+        return page
+
+    @router.get(f"{ASSETS_PREFIX}/{{version}}/{{name}}")
+    async def asset(version: str, name: str, request: Request) -> Response:
+        if version != version_served or name not in ASSET_MEDIA_TYPES:
+            raise HTTPException(404, "no such documentation asset")
+        if name not in loaded:
+            loaded[name] = read_asset(name)
+        found = loaded[name]
+        headers = {"Cache-Control": ASSET_CACHE_CONTROL, "ETag": found.etag, **_NO_SNIFF}
+        if _matches(request.headers.get("if-none-match"), found.etag):
+            return Response(status_code=304, headers=headers)
+        return Response(found.body, media_type=found.media_type, headers=headers)
+
+    return router
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110's weak comparison, as If-None-Match asks for."""
+    if if_none_match is None:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag in tags
