@@ -12,6 +12,7 @@ import pytest
 from ledgerline.delivery.http.docs import (
     ASSET_CACHE_CONTROL,
     ASSETS_PREFIX,
+    PAGE_CONTENT_SECURITY_POLICY,
     assets_version,
     read_asset,
 )
@@ -46,6 +47,7 @@ async def test_a_page_loads_nothing_but_the_services_own_assets(
     assert page.status_code == 200
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert page.headers["cache-control"] == "no-cache"
+    assert page.headers["content-security-policy"] == PAGE_CONTENT_SECURITY_POLICY
     assert page.headers["x-request-id"]
     urls = loaded_urls(page.text)
     assert urls, page.text
