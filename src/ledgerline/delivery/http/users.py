@@ -35,6 +35,7 @@ def users_routers(users: UserService, authenticate: Authenticator) -> list[APIRo
         response_model=UserResponse,
         tags=["users"],
         summary="Register a user",
+        operation_id="register_user",
         responses={
             **created_responses("/v1/users/{id} of the new user"),
             **error_responses(400, 409, 413, 415),
@@ -49,6 +50,7 @@ def users_routers(users: UserService, authenticate: Authenticator) -> list[APIRo
         response_model=TokenResponse,
         tags=["auth"],
         summary="Exchange email and password for a token",
+        operation_id="issue_token",
         responses=error_responses(400, 401, 413, 415),
     )
     async def token(body: TokenRequest) -> Response:
@@ -60,6 +62,7 @@ def users_routers(users: UserService, authenticate: Authenticator) -> list[APIRo
         response_model=UserResponse,
         tags=["users"],
         summary="The calling user",
+        operation_id="get_me",
         responses=error_responses(401),
     )
     async def me(request: Request) -> Response:
@@ -70,6 +73,7 @@ def users_routers(users: UserService, authenticate: Authenticator) -> list[APIRo
         response_model=UserResponse,
         tags=["users"],
         summary="A user by id (yourself, or any as admin)",
+        operation_id="get_user",
         responses=error_responses(400, 401, 404),
     )
     async def get_user(user_id: uuid.UUID, request: Request) -> Response:
@@ -80,6 +84,7 @@ def users_routers(users: UserService, authenticate: Authenticator) -> list[APIRo
         response_model=UserResponse,
         tags=["users"],
         summary="Find a user by email (admins)",
+        operation_id="find_user_by_email",
         responses=error_responses(400, 401, 403, 404),
         openapi_extra={"parameters": [EMAIL_QUERY_PARAMETER]},
     )
