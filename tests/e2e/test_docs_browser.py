@@ -136,6 +136,24 @@ async def test_swagger_ui_renders_every_operation_offline(
     assert visit.errors == []
 
 
+async def test_swagger_ui_calls_the_api_under_its_content_security_policy(
+    browser: Browser, service: Service
+) -> None:
+    """Swagger UI's "Try it out" sends a real request from the page (connect-src 'self')."""
+    page, visit = await open_offline(browser, f"{service.base_url}/docs")
+    block = page.locator("#operations-operations-get_liveness")
+
+    await block.locator(".opblock-summary").click()
+    await block.locator(".try-out__btn").click()
+    await block.locator(".execute").click()
+    answer = block.locator(".live-responses-table tbody")
+    await answer.wait_for(timeout=RENDER_TIMEOUT_MS)
+
+    assert await answer.locator(".response-col_status").inner_text() == "200"
+    assert '"status": "ok"' in await answer.locator(".highlight-code").inner_text()
+    assert (visit.outside, visit.refused, visit.errors) == ([], [], [])
+
+
 async def test_redoc_renders_every_operation_offline(browser: Browser, service: Service) -> None:
     operations = documented_operations(service)
     page, visit = await open_offline(browser, f"{service.base_url}/redoc")
