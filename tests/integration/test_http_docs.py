@@ -68,17 +68,48 @@ async def test_a_page_loads_nothing_but_the_services_own_assets(
 async def test_an_asset_arrives_whole_typed_and_cacheable(
     client: httpx.AsyncClient, name: str, content_type: str
 ) -> None:
-    response = await client.get(f"{ASSETS_PREFIX}/{assets_version()}/{name}")
+    response = await client.get(
+        f"{ASSETS_PREFIX}/{assets_version()}/{name}", headers={"Accept-Encoding": "identity"}
+    )
 
     assert response.status_code == 200
     assert response.headers["content-type"] == content_type
     assert response.headers["cache-control"] == ASSET_CACHE_CONTROL
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-request-id"]
+    assert "content-encoding" not in response.headers
     packaged = read_asset(name)
     assert response.content == packaged.body
     assert int(response.headers["content-length"]) == len(packaged.body)
     assert response.headers["etag"] == packaged.etag
+
+
+@pytest.mark.parametrize("name", ["swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"])
+async def test_text_assets_go_gzipped_to_who_accepts_it(
+    client: httpx.AsyncClient, name: str
+) -> None:
+    response = await client.get(
+        f"{ASSETS_PREFIX}/{assets_version()}/{name}", headers={"Accept-Encoding": "br, gzip"}
+    )
+
+    packaged = read_asset(name)
+    assert packaged.gzipped is not None
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.headers["vary"] == "Accept-Encoding"
+    assert int(response.headers["content-length"]) == len(packaged.gzipped)
+    assert len(packaged.gzipped) < len(packaged.body) / 2
+    assert response.content == packaged.body  # as the client decoded it
+    assert response.headers["etag"] == packaged.gzipped_etag != packaged.etag
+
+
+async def test_an_image_goes_as_it_is(client: httpx.AsyncClient) -> None:
+    response = await client.get(
+        f"{ASSETS_PREFIX}/{assets_version()}/favicon.png", headers={"Accept-Encoding": "gzip"}
+    )
+
+    assert response.status_code == 200
+    assert "content-encoding" not in response.headers
+    assert "vary" not in response.headers
 
 
 async def test_a_cached_asset_is_revalidated_without_its_body(client: httpx.AsyncClient) -> None:

@@ -7,10 +7,14 @@ route to the internet.
 An asset's URL names the package's version, so a browser may keep it for a
 year without asking again: an upgrade changes every URL. The pages are
 revalidated on each visit (no-cache), so that they never name the assets of
-another version."""
+another version. The scripts and the style sheet go gzipped to a browser
+that accepts it (about a quarter of their size: 1.5 MB of Swagger UI is
+0.4 MB)."""
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import hashlib
 import importlib.metadata
 import importlib.resources
@@ -64,6 +68,12 @@ class Asset:
     body: bytes
     media_type: str
     etag: str
+    gzipped: bytes | None  # None where compressing gains nothing (an image)
+
+    @property
+    def gzipped_etag(self) -> str:
+        """Another representation, so another strong validator (RFC 9110)."""
+        return f'{self.etag[:-1]}-gzip"'
 
 
 def assets_version() -> str:
@@ -73,7 +83,9 @@ def assets_version() -> str:
 def read_asset(name: str) -> Asset:
     body = (importlib.resources.files(ASSETS_PACKAGE) / "static" / name).read_bytes()
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
-    return Asset(body, ASSET_MEDIA_TYPES[name], etag)
+    media_type = ASSET_MEDIA_TYPES[name]
+    gzipped = gzip.compress(body, mtime=0) if media_type.startswith("text/") else None
+    return Asset(body, media_type, etag, gzipped)
 
 
 def docs_router(title: str, openapi_url: str) -> APIRouter:
@@ -111,15 +123,38 @@ def docs_router(title: str, openapi_url: str) -> APIRouter:
     async def asset(version: str, name: str, request: Request) -> Response:
         if version != version_served or name not in ASSET_MEDIA_TYPES:
             raise HTTPException(404, "no such documentation asset")
-        if name not in loaded:
-            loaded[name] = read_asset(name)
-        found = loaded[name]
-        headers = {"Cache-Control": ASSET_CACHE_CONTROL, "ETag": found.etag, **_NO_SNIFF}
-        if _matches(request.headers.get("if-none-match"), found.etag):
+        found = loaded.get(name)
+        if found is None:  # compressing the largest takes about 0.1 s: off the event loop
+            found = loaded[name] = await asyncio.to_thread(read_asset, name)
+        headers = {"Cache-Control": ASSET_CACHE_CONTROL, **_NO_SNIFF}
+        body, etag = found.body, found.etag
+        if found.gzipped is not None:
+            headers["Vary"] = "Accept-Encoding"
+            if accepts_gzip(request.headers.get("accept-encoding", "")):
+                body, etag = found.gzipped, found.gzipped_etag
+                headers["Content-Encoding"] = "gzip"
+        headers["ETag"] = etag
+        if _matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
-        return Response(found.body, media_type=found.media_type, headers=headers)
+        return Response(body, media_type=found.media_type, headers=headers)
 
     return router
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip: named (or "*") without q=0."""
+    for coding in accept_encoding.split(","):
+        name, _, parameters = coding.partition(";")
+        if name.strip().lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        weight = parameters.strip().lower()
+        if not weight:
+            return True
+        try:
+            return float(weight.removeprefix("q=")) > 0
+        except ValueError:
+            return False
+    return False
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
