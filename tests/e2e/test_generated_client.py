@@ -126,9 +126,7 @@ def drive_a_payment(generated: GeneratedClient, base_url: str) -> None:
 
     credit = credit_wallet.sync(
         client=admin,
-        body=models.CreditRequest(
-            user_id=payer.id, amount=5000, currency=models.CreditRequestCurrency.EUR
-        ),
+        body=models.CreditRequest(user_id=payer.id, amount=5000, currency=models.Currency.EUR),
         idempotency_key="top-up-1",
     )
     assert isinstance(credit, models.CreditResponse), credit
@@ -139,7 +137,7 @@ def drive_a_payment(generated: GeneratedClient, base_url: str) -> None:
         body=models.CreateOrderRequest(
             payee_id=payee.id,
             amount=1299,
-            currency=models.CreateOrderRequestCurrency.EUR,
+            currency=models.Currency.EUR,
             description="Tea",
         ),
     )

@@ -68,6 +68,15 @@ async def test_every_body_is_one_named_schema(document: dict[str, Any]) -> None:
     assert not [name for name in schemas if name.startswith("Body_") or "-" in name]
 
 
+@pytest.mark.parametrize("schema", ["CreditRequest", "CreateOrderRequest"])
+async def test_a_currency_is_one_named_schema(document: dict[str, Any], schema: str) -> None:
+    """One Currency enum in a generated client, not one per body."""
+    currency = document["components"]["schemas"][schema]["properties"]["currency"]
+
+    assert currency == {"$ref": "#/components/schemas/Currency"}
+    assert "EUR" in document["components"]["schemas"]["Currency"]["enum"]
+
+
 async def test_every_error_answer_documents_the_error_body(document: dict[str, Any]) -> None:
     for key, operation in operations(document).items():
         for status, response in operation["responses"].items():
