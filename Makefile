@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 UV     := $(PYTHON) -m uv
 
-.PHONY: install run test lint fmt lock bench clean proto proto-check
+.PHONY: install run test lint fmt lock bench clean proto proto-check deploy-check stack-up stack-down
 
 $(BIN)/python:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
@@ -41,8 +41,26 @@ bench: $(BIN)/ledgerline
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.payments
 
+# requirements-runtime.lock is the runtime part of requirements.lock (the
+# same versions and hashes), what the container image installs.
 lock: $(BIN)/python
 	$(UV) pip compile --quiet pyproject.toml --all-extras --generate-hashes -o requirements.lock
+	$(UV) pip compile --quiet pyproject.toml --generate-hashes -c requirements.lock \
+		-o requirements-runtime.lock
+
+# The deployment files (docker/, deploy/): hadolint, the Compose schema,
+# the Kubernetes schemas, the alert rules and the dashboard. No Docker engine,
+# cluster or network needed.
+deploy-check: $(BIN)/ledgerline
+	$(BIN)/python -m deploy.check
+
+# The full local stack (docker/compose.yaml): needs a Docker engine.
+COMPOSE = docker compose -f docker/compose.yaml
+stack-up:
+	$(COMPOSE) up -d --build
+
+stack-down:
+	$(COMPOSE) down
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

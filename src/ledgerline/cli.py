@@ -108,7 +108,7 @@ def migrate_command() -> None:
     settings = _settings()
     if settings.database_url is None:
         with _config_errors():
-            prepare_runtime(settings, run_migrations=True).close()
+            prepare_runtime(settings, run_migrations=True, signs_tokens=False).close()
     else:
         run_migrations(settings.database_url)
     typer.echo("database schema is up to date")
@@ -169,7 +169,7 @@ def _on_core(settings: Settings, work: Callable[[Core], Awaitable[_T]]) -> _T:
     """Runs ``work`` on a core of its own (without the payments' lock
     service), on the embedded database when none is configured."""
     with _config_errors():
-        runtime = prepare_runtime(settings, run_migrations=False)
+        runtime = prepare_runtime(settings, run_migrations=False, signs_tokens=False)
     try:
         return asyncio.run(_with_core(settings, runtime, work))
     finally:

@@ -40,9 +40,9 @@ def free_ports(count: int) -> list[int]:
 
 
 def clean_env(**values: str) -> dict[str, str]:
-    """The test's environment without any LEDGERLINE_* the developer set,
+    """The test's environment without any LEDGERLINE_* or OTEL_* the developer set,
     and a gRPC port of its own unless one is given."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERLINE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGERLINE_", "OTEL_"))}
     env.update(
         {"LEDGERLINE_LOG_FORMAT": "json", "LEDGERLINE_GRPC_PORT": str(free_port()), **values}
     )

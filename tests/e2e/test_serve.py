@@ -148,6 +148,32 @@ def test_bad_configuration_stops_at_start(variable: str, value: str) -> None:
     assert variable in lines[0]
 
 
+def test_serve_on_a_configured_database_without_a_jwt_secret_refuses_to_start(
+    tmp_path: Path,
+) -> None:
+    """Pods sharing a database must share the secret: one each would sign
+    tokens that the other pods refuse."""
+    result = subprocess.run(
+        [LEDGERLINE, "serve"],
+        env=clean_env(
+            # Never reached: the refusal comes before any connection.
+            LEDGERLINE_DATABASE_URL="postgresql://postgres@127.0.0.1:1/nowhere",
+            LEDGERLINE_HTTP_PORT=str(free_port()),
+            LEDGERLINE_DATA_DIR=str(tmp_path / "data"),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "configuration error: LEDGERLINE_JWT_SECRET: must be set when LEDGERLINE_DATABASE_URL "
+        "is (every process serving that database must sign tokens with the same secret)"
+    ]
+    assert not (tmp_path / "data").exists()
+
+
 def test_a_database_that_does_not_answer_stops_the_start_with_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [LEDGERLINE, "serve"],

@@ -381,7 +381,13 @@ async def test_a_port_already_taken_stops_the_command_naming_its_variable(
         taken.listen()
         port = str(taken.getsockname()[1])
         ran = await asyncio.to_thread(
-            _cli, command, env={"LEDGERLINE_DATABASE_URL": database_url, variable: port}
+            _cli,
+            command,
+            env={
+                "LEDGERLINE_DATABASE_URL": database_url,
+                "LEDGERLINE_JWT_SECRET": JWT_SECRET,
+                variable: port,
+            },
         )
 
     assert ran.returncode == 2

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import asyncpg
 import redis.asyncio as redis
+from opentelemetry.instrumentation.redis import RedisInstrumentor
 from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import RedisError
 
@@ -29,9 +30,12 @@ from ledgerline.platform.database import create_pool, ping
 from ledgerline.platform.health import Probe, Readiness
 from ledgerline.platform.locks import PostgresLockManager, RedisLockManager
 from ledgerline.platform.logging import Logger, get_logger
+from ledgerline.platform.metrics import BusinessMetrics
 from ledgerline.platform.passwords import Argon2Hasher, Argon2Params
 from ledgerline.platform.supervisor import EXIT_CONFIG, EXIT_UNAVAILABLE
 from ledgerline.platform.tokens import JWTIssuer
+from ledgerline.platform.tracing import TracedLockManager, Tracing, traced_methods
+from ledgerline.repository.postgres.executor import Database
 from ledgerline.repository.postgres.idempotency import PostgresIdempotencyStore
 from ledgerline.repository.postgres.ledger import PostgresLedgerRepository
 from ledgerline.repository.postgres.orders import PostgresOrderRepository
@@ -73,6 +77,10 @@ class Core:
     overrides: Overrides = field(default_factory=Overrides)
     # False: users only (a CLI command), without the lock service.
     with_payments: bool = True
+    # The process's tracing (platform/tracing.py); None: nothing is traced.
+    tracing: Tracing | None = None
+    # Where the use cases' outcomes are counted; None: they are not.
+    metrics: BusinessMetrics | None = None
 
     _pool: asyncpg.Pool | None = None
     _readiness: Readiness | None = None
@@ -140,33 +148,51 @@ class Core:
         await ping(pool)
         probes: dict[str, Probe] = {"database": lambda: ping(pool)}
         clock = self.overrides.clock or SystemClock()
-        uow = PostgresUnitOfWorkFactory(pool)
-        users = PostgresUserRepository(pool)
-        self._users = UserService(
-            users=users,
-            uow=uow,
-            hasher=self.overrides.hasher or self._argon2(),
-            tokens=JWTIssuer(self.runtime.jwt_secret, s.jwt_ttl_seconds, clock),
-            clock=clock,
+        tracer = self.tracing.tracer if self.tracing is not None else None
+        db = Database(pool, tracer)
+        uow = PostgresUnitOfWorkFactory(pool, tracer)
+        users = PostgresUserRepository(db)
+        self._users = traced_methods(
+            UserService(
+                users=users,
+                uow=uow,
+                hasher=self.overrides.hasher or self._argon2(),
+                tokens=JWTIssuer(self.runtime.jwt_secret, s.jwt_ttl_seconds, clock),
+                clock=clock,
+            ),
+            tracer,
+            "UserService",
         )
-        self._outbox = outbox = PostgresOutboxStore(pool)
-        self._expiry = OrderExpiry(uow=uow, clock=clock, ttl=s.order_ttl)
-        self._retention = Retention(
-            idempotency=PostgresIdempotencyStore(pool),
-            outbox=outbox,
-            clock=clock,
-            outbox_retention=timedelta(hours=s.outbox_retention_hours),
-            events_are_published=s.event_bus_url is not None,
+        if self.metrics is not None:
+            m = self.metrics
+            self.metrics.count_outcomes(
+                self._users,
+                {"register": (m.registrations, "registered"), "authenticate": (m.logins, "ok")},
+            )
+        self._outbox = outbox = PostgresOutboxStore(db)
+        self._expiry = traced_methods(
+            OrderExpiry(uow=uow, clock=clock, ttl=s.order_ttl), tracer, "OrderExpiry"
+        )
+        self._retention = traced_methods(
+            Retention(
+                idempotency=PostgresIdempotencyStore(db),
+                outbox=outbox,
+                clock=clock,
+                outbox_retention=timedelta(hours=s.outbox_retention_hours),
+                events_are_published=s.event_bus_url is not None,
+            ),
+            tracer,
+            "Retention",
         )
         if self.with_payments:
-            await self._start_payments(pool, uow, users, clock, probes)
+            await self._start_payments(db, uow, users, clock, probes)
         # Probes end well inside the request's deadline, so that a database
         # that does not answer is a 503 naming it, never a bare 504.
         self._readiness = Readiness(probes, timeout=min(2.0, s.request_timeout_seconds / 2))
 
     async def _start_payments(
         self,
-        pool: asyncpg.Pool,
+        db: Database,
         uow: PostgresUnitOfWorkFactory,
         users: PostgresUserRepository,
         clock: Clock,
@@ -174,20 +200,38 @@ class Core:
     ) -> None:
         s = self.settings
         locks = self.overrides.locks or await self._lock_manager(probes)
-        self._payments = PaymentService(
-            users=users,
-            orders=PostgresOrderRepository(pool),
-            ledger=PostgresLedgerRepository(pool),
-            idempotency=PostgresIdempotencyStore(pool),
-            settlements=PostgresSettlements(pool),
-            uow=uow,
-            locks=locks,
-            clock=clock,
-            settings=PaymentSettings(
-                lock_ttl_seconds=s.payment_lock_ttl_ms / 1000,
-                idempotency_retention=timedelta(hours=s.idempotency_retention_hours),
+        if self.metrics is not None:
+            locks = self.metrics.count_lock_failures(locks)
+        if db.tracer is not None:
+            locks = TracedLockManager(locks, db.tracer)
+        self._payments = traced_methods(
+            PaymentService(
+                users=users,
+                orders=PostgresOrderRepository(db),
+                ledger=PostgresLedgerRepository(db),
+                idempotency=PostgresIdempotencyStore(db),
+                settlements=PostgresSettlements(db),
+                uow=uow,
+                locks=locks,
+                clock=clock,
+                settings=PaymentSettings(
+                    lock_ttl_seconds=s.payment_lock_ttl_ms / 1000,
+                    idempotency_retention=timedelta(hours=s.idempotency_retention_hours),
+                ),
             ),
+            db.tracer,
+            "PaymentService",
         )
+        if self.metrics is not None:
+            m = self.metrics
+            m.count_outcomes(
+                self._payments,
+                {
+                    "process_payment": (m.payments, "paid"),
+                    "refund": (m.refunds, "refunded"),
+                    "credit": (m.credits, "credited"),
+                },
+            )
 
     def _argon2(self) -> Argon2Hasher:
         s = self.settings
@@ -204,6 +248,8 @@ class Core:
                 s.redis_url, socket_timeout=None, socket_connect_timeout=2
             )
             probes["redis"] = client.ping
+            if self.tracing is not None:
+                RedisInstrumentor().instrument_client(client, tracer_provider=self.tracing.provider)
             await _check_redis(client)
             return RedisLockManager(client)
         # Advisory locks hold a connection each: a pool of their own keeps

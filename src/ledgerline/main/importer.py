@@ -88,7 +88,7 @@ def import_users(
     imported, for a file that cannot be (a bad header)."""
     file = ImportFile(path)
     with worker_processes(cores()) as processes:
-        runtime = prepare_runtime(settings, run_migrations=False)
+        runtime = prepare_runtime(settings, run_migrations=False, signs_tokens=False)
         try:
             return asyncio.run(
                 run_import(settings, runtime.database_url, file, processes, batch_rows=batch_rows)

@@ -12,6 +12,7 @@ from pathlib import Path
 from ledgerline.config import ConfigError, Settings
 from ledgerline.platform.database import EmbeddedPostgres, migrate
 from ledgerline.platform.logging import get_logger
+from ledgerline.platform.tracing import TracingConfigError, check_tracing_environment
 
 JWT_SECRET_FILE = "jwt_secret"  # noqa: S105 - a file name, not a secret
 
@@ -31,9 +32,10 @@ class Runtime:
             self.embedded = None
 
 
-def prepare_runtime(settings: Settings, *, run_migrations: bool) -> Runtime:
+def prepare_runtime(settings: Settings, *, run_migrations: bool, signs_tokens: bool) -> Runtime:
     """Starts the embedded PostgreSQL when no database is configured (and
-    then always migrates it), and loads or makes the JWT secret."""
+    then always migrates it), and loads or makes the JWT secret (see
+    load_jwt_secret for ``signs_tokens``)."""
     log = get_logger("ledgerline.runtime")
     embedded = None
     if settings.database_url is None:
@@ -45,7 +47,7 @@ def prepare_runtime(settings: Settings, *, run_migrations: bool) -> Runtime:
     try:
         if run_migrations:
             migrate(database_url)
-        secret = load_jwt_secret(settings)
+        secret = load_jwt_secret(settings, signs_tokens=signs_tokens)
     except BaseException:
         if embedded is not None:
             embedded.stop()
@@ -58,11 +60,25 @@ def prepare_runtime(settings: Settings, *, run_migrations: bool) -> Runtime:
 MIN_SECRET_LENGTH = 32
 
 
-def load_jwt_secret(settings: Settings) -> str:
-    """LEDGERLINE_JWT_SECRET, else the one kept in the data directory (made
-    there on first use)."""
+def load_jwt_secret(settings: Settings, *, signs_tokens: bool) -> str:
+    """LEDGERLINE_JWT_SECRET, else, on the embedded database, the one kept
+    in the data directory (made there on first use).
+
+    A configured database may be shared by processes on many machines, each
+    with a data directory of its own: a secret made in one would sign
+    tokens that the others refuse. So there a process that signs or checks
+    tokens (``signs_tokens``: `serve`) refuses to start without the
+    variable, and one that does neither (the worker, the CLI's commands)
+    gets a throwaway secret that is never written anywhere."""
     if settings.jwt_secret is not None:
         return settings.jwt_secret.get_secret_value()
+    if settings.database_url is not None:
+        if signs_tokens:
+            raise ConfigError(
+                "LEDGERLINE_JWT_SECRET: must be set when LEDGERLINE_DATABASE_URL is "
+                "(every process serving that database must sign tokens with the same secret)"
+            )
+        return secrets.token_urlsafe(48)
     path: Path = settings.data_dir / JWT_SECRET_FILE
     if not path.exists():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -93,3 +109,12 @@ def load_jwt_secret(settings: Settings) -> str:
             "delete the file to make a new one, or set LEDGERLINE_JWT_SECRET"
         )
     return secret
+
+
+def check_tracing() -> None:
+    """The OTEL_* variables, checked before any process builds its tracing:
+    a value the service cannot use stops it at start, naming the variable."""
+    try:
+        check_tracing_environment()
+    except TracingConfigError as exc:
+        raise ConfigError(str(exc)) from exc

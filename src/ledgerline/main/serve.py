@@ -12,6 +12,7 @@ import socket
 import sys
 
 import uvloop
+from opentelemetry.trace import TracerProvider
 from starlette.types import ASGIApp
 
 from ledgerline.config import ConfigError, Settings
@@ -25,15 +26,16 @@ from ledgerline.delivery.http.app import HTTPDependencies, create_http_app
 from ledgerline.delivery.http.protocol import ConnectionLimits
 from ledgerline.delivery.http.server import HTTPServer, bind_socket
 from ledgerline.main.core import Core, start_unless_stopped
-from ledgerline.main.runtime import Runtime, prepare_runtime
+from ledgerline.main.runtime import Runtime, check_tracing, prepare_runtime
 from ledgerline.platform.limits import raise_open_file_limit
 from ledgerline.platform.logging import configure_logging, get_logger
-from ledgerline.platform.metrics import GRPCMetrics, HTTPMetrics
+from ledgerline.platform.metrics import BusinessMetrics, GRPCMetrics, HTTPMetrics
 from ledgerline.platform.supervisor import (
     Supervisor,
     hold_stop_signals,
     release_stop_signals,
 )
+from ledgerline.platform.tracing import tracing_from_environment
 
 GC_YOUNG_THRESHOLD = 10_000  # allocations between young-generation collections
 
@@ -43,12 +45,13 @@ def serve(settings: Settings, processes: int) -> int:
     once, then serve in this process or in ``processes`` processes sharing
     both."""
     raise_open_file_limit(settings.http_max_connections)  # children inherit it
+    check_tracing()
     try:
         grpc_guard = reserve_port(settings.http_host, settings.grpc_port)
     except PortInUseError as exc:
         raise ConfigError(str(exc)) from exc
     try:
-        runtime = prepare_runtime(settings, run_migrations=False)
+        runtime = prepare_runtime(settings, run_migrations=False, signs_tokens=True)
     except BaseException:
         grpc_guard.close()
         raise
@@ -90,9 +93,21 @@ def serving_process_main(
 def run_serving_process(
     settings: Settings, database_url: str, jwt_secret: str, sock: socket.socket
 ) -> int:
-    core = Core(settings, Runtime(database_url, jwt_secret))
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(core, sock))
+    # Built here, in the serving process, after it started.
+    tracing = tracing_from_environment()
+    metrics = HTTPMetrics()
+    core = Core(
+        settings,
+        Runtime(database_url, jwt_secret),
+        tracing=tracing,
+        metrics=BusinessMetrics(metrics.registry),
+    )
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(_serve(core, sock, metrics))
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # what is still batched is exported
 
 
 def http_app(core: Core, metrics: HTTPMetrics | None = None) -> ASGIApp:
@@ -105,8 +120,13 @@ def http_app(core: Core, metrics: HTTPMetrics | None = None) -> ASGIApp:
             metrics=metrics or HTTPMetrics(),
             logger=get_logger("ledgerline.http"),
             request_timeout=core.settings.request_timeout_seconds,
+            tracer_provider=_provider(core),
         )
     )
+
+
+def _provider(core: Core) -> TracerProvider | None:
+    return core.tracing.provider if core.tracing is not None else None
 
 
 def grpc_server(core: Core, metrics: HTTPMetrics, address: str | None = None) -> GRPCServer:
@@ -125,6 +145,7 @@ def grpc_server(core: Core, metrics: HTTPMetrics, address: str | None = None) ->
             metrics=GRPCMetrics(metrics.registry),
             logger=get_logger("ledgerline.grpc"),
             request_timeout=settings.request_timeout_seconds,
+            tracer_provider=_provider(core),
         ),
         address,
     )
@@ -140,7 +161,7 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
     )
 
 
-async def _serve(core: Core, sock: socket.socket) -> int:
+async def _serve(core: Core, sock: socket.socket, metrics: HTTPMetrics) -> int:
     log = get_logger("ledgerline.serve")
     settings = core.settings
     stop = asyncio.Event()
@@ -151,7 +172,6 @@ async def _serve(core: Core, sock: socket.socket) -> int:
     exit_code = await start_unless_stopped(core, stop, log)
     if exit_code is not None:
         return exit_code
-    metrics = HTTPMetrics()
     rpc = grpc_server(core, metrics)
     try:
         server = HTTPServer(

@@ -29,13 +29,15 @@ from ledgerline.config import Settings
 from ledgerline.delivery.http.app import create_operations_app
 from ledgerline.delivery.http.server import HTTPServer
 from ledgerline.delivery.worker.jobs import RelayLoop, ScheduledJob, Scheduler
+from ledgerline.domain.ports import EventPublisher
 from ledgerline.main.core import Core, start_unless_stopped
-from ledgerline.main.runtime import prepare_runtime
+from ledgerline.main.runtime import check_tracing, prepare_runtime
 from ledgerline.main.serve import connection_limits, listen
 from ledgerline.platform.eventbus import EventBusSettings, NatsEventBus
 from ledgerline.platform.health import Readiness
 from ledgerline.platform.logging import get_logger
 from ledgerline.platform.metrics import HTTPMetrics, WorkerMetrics
+from ledgerline.platform.tracing import TracedPublisher, tracing_from_environment
 from ledgerline.platform.workerpool import WorkerPool
 from ledgerline.usecase.relay import OutboxRelay, RelaySettings
 
@@ -45,15 +47,19 @@ OUTBOX_STATS_INTERVAL_SECONDS = 5.0
 
 def worker(settings: Settings) -> int:
     """Runs the worker until SIGTERM or SIGINT; returns the exit code."""
+    check_tracing()
     sock = listen(settings.http_host, settings.worker_port, "LEDGERLINE_WORKER_PORT")
     try:
-        runtime = prepare_runtime(settings, run_migrations=False)
+        runtime = prepare_runtime(settings, run_migrations=False, signs_tokens=False)
+        tracing = tracing_from_environment()
         try:
             # Payments' lock service (Redis) is not the worker's concern.
-            core = Core(settings, runtime, with_payments=False)
+            core = Core(settings, runtime, with_payments=False, tracing=tracing)
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 return runner.run(run_worker(core, sock))
         finally:
+            if tracing is not None:
+                tracing.shutdown()
             runtime.close()
     finally:
         sock.close()
@@ -192,8 +198,11 @@ async def _supervise(
     try:
         async with asyncio.timeout(None) as bound, asyncio.TaskGroup() as group:
             if bus is not None:
+                publisher: EventPublisher = bus
+                if core.tracing is not None:
+                    publisher = TracedPublisher(bus, core.tracing.tracer)
                 loop = RelayLoop(
-                    OutboxRelay(store=core.outbox, publisher=bus, settings=relay),
+                    OutboxRelay(store=core.outbox, publisher=publisher, settings=relay),
                     metrics,
                     idle_seconds=settings.relay_idle_poll_seconds,
                 )

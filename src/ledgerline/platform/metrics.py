@@ -3,11 +3,16 @@ process-global registry: tests and several apps in one process stay apart)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ledgerline.domain.ports import Lease, LockManager
+from ledgerline.platform.tracing import watching_replays
+
+T = TypeVar("T")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -163,3 +168,90 @@ class WorkerMetrics:
         self.pool_size.labels(name).set(size)
         self.pool_busy.labels(name).set_function(busy)
         self.pool_queued.labels(name).set_function(queued)
+
+
+# What the use cases did, counted from the composition root (the use cases
+# know nothing of metrics): each call's outcome is its success label, or
+# "replayed" when an adapter found a stored answer for its idempotency key,
+# or its error's code, shortened where the dashboards say it shorter.
+_SHORT_CODES = {"payment_in_progress": "in_progress", "idempotency_mismatch": "mismatch"}
+
+
+class BusinessMetrics:
+    """Payments, refunds and credits by outcome, lock acquisitions that
+    found the lock taken, idempotency replays, registrations and logins by
+    outcome. Registered beside the process's HTTP and gRPC metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def outcomes(name: str, what: str) -> Counter:
+            return Counter(name, f"{what}, by outcome.", ["outcome"], registry=registry)
+
+        self.payments = outcomes("ledgerline_payments_total", "Order payments")
+        self.refunds = outcomes("ledgerline_refunds_total", "Order refunds")
+        self.credits = outcomes("ledgerline_credits_total", "Wallet credits")
+        self.registrations = outcomes("ledgerline_registrations_total", "Registrations")
+        self.logins = outcomes("ledgerline_logins_total", "Logins (token requests)")
+        self.replays = Counter(
+            "ledgerline_idempotency_replays_total",
+            "Requests answered with the answer stored under their idempotency key.",
+            registry=registry,
+        )
+        self.lock_failures = Counter(
+            "ledgerline_lock_acquire_failures_total",
+            "Payment lock acquisitions that found the lock held by another request.",
+            registry=registry,
+        )
+
+    def count_outcomes(self, service: T, counted: dict[str, tuple[Counter, str]]) -> T:
+        """``service`` with each method named in ``counted`` counting its
+        calls' outcomes on the counter given, under the success label given."""
+        for name, (counter, success) in counted.items():
+            method = getattr(service, name)
+            setattr(service, name, self._counting(method, counter, success))
+        return service
+
+    def _counting(
+        self,
+        method: Callable[..., Awaitable[Any]],
+        counter: Counter,
+        success: str,
+    ) -> Callable[..., Awaitable[Any]]:
+        labels: dict[str, Counter] = {}
+
+        def count(outcome: str) -> None:
+            child = labels.get(outcome)
+            if child is None:
+                child = labels[outcome] = counter.labels(outcome)
+            child.inc()
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            with watching_replays() as was_replayed:
+                try:
+                    result = await method(*args, **kwargs)
+                except Exception as exc:
+                    code = getattr(exc, "code", "internal")
+                    count(_SHORT_CODES.get(code, code) if isinstance(code, str) else "internal")
+                    raise
+                if was_replayed():
+                    count("replayed")
+                    self.replays.inc()
+                else:
+                    count(success)
+                return result
+
+        return counting
+
+    def count_lock_failures(self, locks: LockManager) -> LockManager:
+        return _CountedLocks(locks, self.lock_failures)
+
+
+class _CountedLocks:
+    def __init__(self, locks: LockManager, failures: Counter) -> None:
+        self._locks = locks
+        self._failures = failures
+
+    async def try_acquire(self, key: str, ttl_seconds: float) -> Lease | None:
+        lease = await self._locks.try_acquire(key, ttl_seconds)
+        if lease is None:
+            self._failures.inc()
+        return lease

@@ -13,6 +13,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+from opentelemetry.trace import TracerProvider
 
 from ledgerline.delivery.grpc.interceptor import CallEnvelope
 from ledgerline.delivery.grpc.servicers import PaymentServicer, UserServicer, WalletServicer
@@ -64,6 +66,21 @@ class GRPCDependencies:
     metrics: GRPCMetrics
     logger: Logger
     request_timeout: float
+    # None: nothing is traced (platform/tracing.py).
+    tracer_provider: TracerProvider | None = None
+
+
+def _tracing(provider: TracerProvider | None) -> list[grpc.aio.ServerInterceptor]:
+    """Outermost, so the call envelope's log line is inside the call's span,
+    whose parent is the client's W3C ``traceparent`` metadata, if any.
+    Health checks and reflection are not traced."""
+    if provider is None:
+        return []
+    untraced = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
+    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+        tracer_provider=provider, filter_=filters.negate(untraced)
+    )
+    return [interceptor]
 
 
 class GRPCServer:
@@ -71,12 +88,13 @@ class GRPCServer:
         """``address``: host:port to listen on (port 0: any free port)."""
         self._server = grpc.aio.server(
             interceptors=[
+                *_tracing(deps.tracer_provider),
                 CallEnvelope(
                     deps.users,
                     metrics=deps.metrics,
                     logger=deps.logger,
                     request_timeout=deps.request_timeout,
-                )
+                ),
             ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

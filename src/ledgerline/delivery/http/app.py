@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.trace import TracerProvider
+from starlette.types import ASGIApp, Scope
 
 from ledgerline.delivery.http.auth import bearer_authenticator, document_security
 from ledgerline.delivery.http.docs import docs_router
@@ -33,6 +35,8 @@ class HTTPDependencies:
     metrics: HTTPMetrics
     logger: Logger
     request_timeout: float
+    # None: nothing is traced (platform/tracing.py).
+    tracer_provider: TracerProvider | None = None
 
 
 def create_http_app(deps: HTTPDependencies) -> ASGIApp:
@@ -71,14 +75,39 @@ def create_http_app(deps: HTTPDependencies) -> ASGIApp:
         # as one more dispatch layer on every request. The routes already
         # carry their prefix, responses and route class.
         api.router.routes.extend(router.routes)
-    return RequestEnvelope(
+    envelope = RequestEnvelope(
         api,
         metrics=deps.metrics,
         logger=deps.logger,
         access_log=access_log("ledgerline.http"),
         request_timeout=deps.request_timeout,
         max_body_bytes=MAX_BODY_BYTES,
+        traced=deps.tracer_provider is not None,
     )
+    if deps.tracer_provider is None:
+        return envelope
+    return traced_app(envelope, deps.tracer_provider)
+
+
+def traced_app(app: ASGIApp, provider: TracerProvider) -> ASGIApp:
+    """Each request in a server span whose parent is the request's W3C
+    ``traceparent``, if any. The probes and /metrics are not traced, and
+    neither is each ASGI message (one span per request, not per chunk)."""
+    return OpenTelemetryMiddleware(
+        app,
+        excluded_urls=",".join(UNTRACED_PATHS),
+        default_span_details=_span_details,
+        tracer_provider=provider,
+        exclude_spans=["receive", "send"],
+    )
+
+
+UNTRACED_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
+    # Named by method until the route is known (middleware.py names it then).
+    return str(scope.get("method", "HTTP")), {}
 
 
 def create_operations_app(

@@ -9,6 +9,7 @@ import re
 import time
 
 import structlog
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledgerline.delivery.error_table import INTERNAL_MESSAGE
@@ -32,8 +33,12 @@ class RequestEnvelope:
         access_log: AccessLog,
         request_timeout: float,
         max_body_bytes: int,
+        traced: bool = False,
     ) -> None:
+        """``traced``: the request runs in a server span (the tracing
+        middleware around this one), which is named after the route."""
         self._app = app
+        self._traced = traced
         self._metrics = metrics
         self._log = logger
         self._access_log = access_log
@@ -54,6 +59,8 @@ class RequestEnvelope:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
+                if self._traced:  # before the span ends with the response's last part
+                    _name_span(scope)
                 message["headers"] = [
                     *message.get("headers", ()),
                     (REQUEST_ID_HEADER, request_id.encode()),
@@ -114,6 +121,16 @@ class RequestEnvelope:
                 request_id,
             )
             structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _name_span(scope: Scope) -> None:
+    """The server span by route template, not path (low cardinality)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        method = scope["method"]
+        template = getattr(scope.get("route"), "path", None) or "unmatched"
+        span.update_name(f"{method} {template}")
+        span.set_attribute("http.route", template)
 
 
 def _request_id(scope: Scope) -> str:

@@ -9,9 +9,8 @@ from datetime import datetime
 
 from ledgerline.domain.idempotency import IdempotencyRecord
 from ledgerline.domain.user import UserId
-from ledgerline.platform.deadline import remaining
-from ledgerline.repository.postgres.errors import translated
-from ledgerline.repository.postgres.executor import Executor, queries
+from ledgerline.platform.tracing import note_replay
+from ledgerline.repository.postgres.executor import Database, Executor, database
 
 
 def record_from_json(caller_id: UserId, key: str, text: str | None) -> IdempotencyRecord | None:
@@ -44,17 +43,18 @@ def record_args(record: IdempotencyRecord) -> tuple[object, ...]:
 
 
 class PostgresIdempotencyStore:
-    def __init__(self, db: Executor) -> None:
-        self._db = queries(db)
+    def __init__(self, db: Executor | Database) -> None:
+        self._db = database(db)
 
-    @translated
     async def get(self, caller_id: UserId, key: str, now: datetime) -> IdempotencyRecord | None:
         stored = await self._db.fetchval(
-            "SELECT idempotency_stored($1, $2, $3)::text", caller_id, key, now, timeout=remaining()
+            "SELECT idempotency_stored($1, $2, $3)::text", caller_id, key, now
         )
-        return record_from_json(caller_id, key, stored)
+        record = record_from_json(caller_id, key, stored)
+        if record is not None:
+            note_replay(self._db.tracer, record.operation)
+        return record
 
-    @translated
     async def purge(self, now: datetime, batch: int) -> int:
         deleted = await self._db.fetchval(
             """
@@ -68,6 +68,5 @@ class PostgresIdempotencyStore:
             """,
             now,
             batch,
-            timeout=remaining(),
         )
         return int(deleted or 0)

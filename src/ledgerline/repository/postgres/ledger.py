@@ -16,9 +16,7 @@ from ledgerline.domain.ledger import (
     encode_cursor,
 )
 from ledgerline.domain.user import UserId
-from ledgerline.platform.deadline import remaining
-from ledgerline.repository.postgres.errors import translated
-from ledgerline.repository.postgres.executor import Executor, queries
+from ledgerline.repository.postgres.executor import Database, Executor, database
 
 _ENTRY_COLUMNS = (
     "seq, id, transfer_id, owner_id, kind, amount, currency, balance_after, order_id, created_at"
@@ -26,20 +24,17 @@ _ENTRY_COLUMNS = (
 
 
 class PostgresLedgerRepository:
-    def __init__(self, db: Executor) -> None:
-        self._db = queries(db)
+    def __init__(self, db: Executor | Database) -> None:
+        self._db = database(db)
 
-    @translated
     async def balances(self, owner_id: UserId) -> list[Balance]:
         rows = await self._db.fetch(
             "SELECT currency, balance FROM accounts "
             "WHERE kind = 'wallet' AND owner_id = $1 ORDER BY currency",
             owner_id,
-            timeout=remaining(),
         )
         return [Balance(row["currency"], row["balance"]) for row in rows]
 
-    @translated
     async def entries(self, owner_id: UserId, limit: int, cursor: str | None) -> EntryPage:
         before = decode_cursor(cursor) if cursor is not None else None
         rows = await self._db.fetch(
@@ -49,7 +44,6 @@ class PostgresLedgerRepository:
             owner_id,
             before,
             limit + 1,
-            timeout=remaining(),
         )
         page = rows[:limit]
         entries = tuple(

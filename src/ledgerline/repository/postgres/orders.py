@@ -8,9 +8,7 @@ import asyncpg
 
 from ledgerline.domain.money import Money
 from ledgerline.domain.order import Order, OrderId, OrderStatus
-from ledgerline.platform.deadline import remaining
-from ledgerline.repository.postgres.errors import translated
-from ledgerline.repository.postgres.executor import Executor, queries
+from ledgerline.repository.postgres.executor import Database, Executor, database
 
 ORDER_COLUMNS = (
     "id, payer_id, payee_id, amount, currency, description, status, created_at, updated_at, paid_at"
@@ -32,10 +30,9 @@ def to_order(row: asyncpg.Record) -> Order:
 
 
 class PostgresOrderRepository:
-    def __init__(self, db: Executor) -> None:
-        self._db = queries(db)
+    def __init__(self, db: Executor | Database) -> None:
+        self._db = database(db)
 
-    @translated
     async def add(self, order: Order) -> None:
         await self._db.execute(
             f"INSERT INTO orders ({ORDER_COLUMNS}) "  # noqa: S608
@@ -50,19 +47,15 @@ class PostgresOrderRepository:
             order.created_at,
             order.updated_at,
             order.paid_at,
-            timeout=remaining(),
         )
 
-    @translated
     async def get(self, order_id: OrderId) -> Order | None:
         row = await self._db.fetchrow(
             f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1",  # noqa: S608
             order_id,
-            timeout=remaining(),
         )
         return None if row is None else to_order(row)
 
-    @translated
     async def lock_pending_created_before(self, cutoff: datetime, limit: int) -> list[Order]:
         rows = await self._db.fetch(
             f"SELECT {ORDER_COLUMNS} FROM orders "  # noqa: S608
@@ -70,11 +63,9 @@ class PostgresOrderRepository:
             "ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
             cutoff,
             limit,
-            timeout=remaining(),
         )
         return [to_order(row) for row in rows]
 
-    @translated
     async def update(self, order: Order) -> None:
         await self._db.execute(
             "UPDATE orders SET status = $2, updated_at = $3, paid_at = $4 WHERE id = $1",
@@ -82,5 +73,4 @@ class PostgresOrderRepository:
             str(order.status),
             order.updated_at,
             order.paid_at,
-            timeout=remaining(),
         )

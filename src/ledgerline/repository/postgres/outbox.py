@@ -12,10 +12,12 @@ from collections.abc import Sequence
 import asyncpg
 
 from ledgerline.domain.events import DomainEvent, OutboxEvent, OutboxStats
-from ledgerline.platform.deadline import remaining
-from ledgerline.repository.postgres.errors import translated
-from ledgerline.repository.postgres.executor import Executor, queries
+from ledgerline.platform.tracing import current_trace_context
+from ledgerline.repository.postgres.executor import Database, Executor, database
 
+# Where outbox_record() finds the writer's trace context in the payload
+# argument (migration 0006); it is not part of the event's data.
+TRACE_KEY = "$trace"
 # Numbered within its aggregate by the database function (migration 0005),
 # which the settlements call too.
 _ADD = "SELECT outbox_record($1, $2, $3, $4, $5, $6::jsonb, $7)"
@@ -83,49 +85,49 @@ def _to_event(row: asyncpg.Record) -> OutboxEvent:
 
 
 def event_args(event: DomainEvent) -> tuple[object, ...]:
-    """The event as outbox_record() takes it."""
+    """The event as outbox_record() takes it, with the trace context of the
+    span writing it (migration 0006 keeps it beside the event)."""
+    payload = event.data()
+    trace_context = current_trace_context()
+    if trace_context is not None:
+        payload = {**payload, TRACE_KEY: trace_context}
     return (
         event.id,
         event.TYPE,
         event.subject,
         str(event.AGGREGATE),
         event.aggregate_id,
-        json.dumps(event.data()),
+        json.dumps(payload),
         event.occurred_at,
     )
 
 
 class PostgresOutbox:
-    def __init__(self, db: Executor) -> None:
-        self._db = queries(db)
+    def __init__(self, db: Executor | Database) -> None:
+        self._db = database(db)
 
-    @translated
     async def add(self, event: DomainEvent) -> None:
-        await self._db.execute(_ADD, *event_args(event), timeout=remaining())
+        await self._db.execute(_ADD, *event_args(event))
 
 
 class PostgresOutboxStore:
     """The relay's side of the outbox. Each call is one short statement on
     the pool: no transaction is held open while the bus is called."""
 
-    def __init__(self, db: Executor) -> None:
-        self._db = queries(db)
+    def __init__(self, db: Executor | Database) -> None:
+        self._db = database(db)
 
-    @translated
     async def claim(
         self, aggregates: int, per_aggregate: int, lease_seconds: float
     ) -> list[OutboxEvent]:
         """Claims the due events of up to ``aggregates`` aggregates (at most
         ``per_aggregate`` each) for ``lease_seconds``, in publishing order:
         by aggregate, then version."""
-        rows = await self._db.fetch(
-            _CLAIM, aggregates, per_aggregate, lease_seconds, timeout=remaining()
-        )
+        rows = await self._db.fetch(_CLAIM, aggregates, per_aggregate, lease_seconds)
         events = [_to_event(row) for row in rows]
         events.sort(key=lambda e: (e.aggregate_type, e.aggregate_id, e.version))
         return events
 
-    @translated
     async def mark_published(self, ids: Sequence[uuid.UUID]) -> None:
         if not ids:
             return
@@ -134,10 +136,8 @@ class PostgresOutboxStore:
             "claimed_until = NULL, last_error = NULL "
             "WHERE id = ANY($1::uuid[]) AND state = 'pending'",
             list(ids),
-            timeout=remaining(),
         )
 
-    @translated
     async def mark_failed(
         self, event_id: uuid.UUID, error: str, retry_in_seconds: float, max_attempts: int
     ) -> bool:
@@ -157,11 +157,9 @@ class PostgresOutboxStore:
             error,
             retry_in_seconds,
             max_attempts,
-            timeout=remaining(),
         )
         return bool(state == "dead")
 
-    @translated
     async def release(self, ids: Sequence[uuid.UUID]) -> None:
         """Gives claimed events back unpublished, due at once, no attempt counted."""
         if not ids:
@@ -170,10 +168,8 @@ class PostgresOutboxStore:
             "UPDATE outbox SET claimed_until = NULL WHERE id = ANY($1::uuid[]) "
             "AND state = 'pending'",
             list(ids),
-            timeout=remaining(),
         )
 
-    @translated
     async def requeue_dead(self, ids: Sequence[uuid.UUID] | None = None) -> int:
         """Makes dead events (all, or those of ``ids``) pending again with
         their attempts reset: an operator's retry once the cause is fixed."""
@@ -188,11 +184,9 @@ class PostgresOutboxStore:
             SELECT count(*) FROM requeued
             """,
             None if ids is None else list(ids),
-            timeout=remaining(),
         )
         return int(requeued or 0)
 
-    @translated
     async def purge(self, older_than_seconds: float, batch: int, *, unpublished: bool) -> int:
         """Deletes up to ``batch`` events that occurred more than
         ``older_than_seconds`` ago: published ones only, or (with no bus to
@@ -221,11 +215,9 @@ class PostgresOutboxStore:
             older_than_seconds,
             batch,
             unpublished,
-            timeout=remaining(),
         )
         return int(deleted or 0)
 
-    @translated
     async def stats(self) -> OutboxStats:
         row = await self._db.fetchrow(
             """
@@ -236,12 +228,10 @@ class PostgresOutboxStore:
                        ORDER BY seq LIMIT 1
                    )), 0)::float8 AS lag
             """,
-            timeout=remaining(),
         )
         assert row is not None
         return OutboxStats(pending=row["pending"], dead=row["dead"], lag_seconds=row["lag"])
 
-    @translated
     async def latest(
         self, limit: int, after_seq: int | None = None
     ) -> list[tuple[int, OutboxEvent]]:
@@ -252,11 +242,11 @@ class PostgresOutboxStore:
                 f"SELECT o.seq, {_EVENT_COLUMNS} FROM outbox o "  # noqa: S608
                 "ORDER BY o.seq DESC LIMIT $1"
             )
-            rows = list(reversed(await self._db.fetch(sql, limit, timeout=remaining())))
+            rows = list(reversed(await self._db.fetch(sql, limit)))
         else:
             sql = (
                 f"SELECT o.seq, {_EVENT_COLUMNS} FROM outbox o "  # noqa: S608
                 "WHERE o.seq > $2 ORDER BY o.seq LIMIT $1"
             )
-            rows = await self._db.fetch(sql, limit, after_seq, timeout=remaining())
+            rows = await self._db.fetch(sql, limit, after_seq)
         return [(row["seq"], _to_event(row)) for row in rows]

@@ -29,8 +29,8 @@ from ledgerline.domain.settlement import (
 )
 from ledgerline.domain.user import UserId
 from ledgerline.platform.deadline import remaining
-from ledgerline.repository.postgres.errors import translated
-from ledgerline.repository.postgres.executor import Executor, queries
+from ledgerline.platform.tracing import note_replay
+from ledgerline.repository.postgres.executor import Database, Executor, database
 from ledgerline.repository.postgres.idempotency import record_args, record_from_json
 from ledgerline.repository.postgres.orders import ORDER_COLUMNS, to_order
 from ledgerline.repository.postgres.outbox import event_args
@@ -87,32 +87,25 @@ def _key_taken(exc: asyncpg.UniqueViolationError) -> bool:
 
 
 class PostgresSettlements:
-    def __init__(self, db: Executor) -> None:
-        self._db = queries(db)
+    def __init__(self, db: Executor | Database) -> None:
+        self._db = database(db)
 
-    @translated
     async def order_and_record(
         self, order_id: OrderId, caller_id: UserId, key: str, now: datetime
     ) -> tuple[Order | None, IdempotencyRecord | None]:
-        row = await self._db.fetchrow(
-            _ORDER_AND_RECORD, order_id, caller_id, key, now, timeout=remaining()
-        )
+        row = await self._db.fetchrow(_ORDER_AND_RECORD, order_id, caller_id, key, now)
         if row is None:
             return None, None
-        return to_order(row), record_from_json(caller_id, key, row["record"])
+        return to_order(row), self._stored(caller_id, key, row["record"])
 
-    @translated
     async def user_and_record(
         self, user_id: UserId, caller_id: UserId, key: str, now: datetime
     ) -> tuple[bool, IdempotencyRecord | None]:
-        row = await self._db.fetchrow(
-            _USER_AND_RECORD, user_id, caller_id, key, now, timeout=remaining()
-        )
+        row = await self._db.fetchrow(_USER_AND_RECORD, user_id, caller_id, key, now)
         if row is None:  # pragma: no cover - a SELECT without FROM has its row
             raise RuntimeError("no row")
-        return bool(row["found"]), record_from_json(caller_id, key, row["record"])
+        return bool(row["found"]), self._stored(caller_id, key, row["record"])
 
-    @translated
     async def settle_order(self, settlement: OrderSettlement) -> SettleOutcome:
         before, after, transfer = settlement.before, settlement.after, settlement.transfer
         return await self._settle(
@@ -138,7 +131,6 @@ class PostgresSettlements:
             *event_args(settlement.event),
         )
 
-    @translated
     async def settle_credit(self, settlement: CreditSettlement) -> SettleOutcome:
         transfer = settlement.transfer
         return await self._settle(
@@ -158,11 +150,21 @@ class PostgresSettlements:
     async def _settle(self, call: str, record: IdempotencyRecord, *args: object) -> SettleOutcome:
         """Runs a settlement function with ``args`` and the lock timeout."""
         try:
-            row = await self._db.fetchrow(call, *args, _lock_timeout(), timeout=remaining())
+            row = await self._db.fetchrow(call, *args, _lock_timeout())
         except asyncpg.UniqueViolationError as exc:
             if _key_taken(exc):
                 return KeyTaken()
             raise
         if row is None:  # pragma: no cover - the function always returns its row
             raise RuntimeError("no row")
-        return _outcome(row, record)
+        outcome = _outcome(row, record)
+        if isinstance(outcome, Replayed):
+            note_replay(self._db.tracer, outcome.record.operation)
+        return outcome
+
+    def _stored(self, caller_id: UserId, key: str, text: str | None) -> IdempotencyRecord | None:
+        """The record stored under the key, if any: the request is a replay."""
+        record = record_from_json(caller_id, key, text)
+        if record is not None:
+            note_replay(self._db.tracer, record.operation)
+        return record

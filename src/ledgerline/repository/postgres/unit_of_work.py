@@ -13,10 +13,11 @@ from typing import Self
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from opentelemetry.trace import Tracer
 
 from ledgerline.platform.database import acquire, release
-from ledgerline.platform.deadline import remaining
 from ledgerline.repository.postgres.errors import translated
+from ledgerline.repository.postgres.executor import Database
 from ledgerline.repository.postgres.orders import PostgresOrderRepository
 from ledgerline.repository.postgres.outbox import PostgresOutbox
 from ledgerline.repository.postgres.users import PostgresUserRepository
@@ -27,9 +28,11 @@ class PostgresUnitOfWork:
     orders: PostgresOrderRepository
     outbox: PostgresOutbox
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, db: Database) -> None:
         self._pool = pool
+        self._db = db
         self._conn: PoolConnectionProxy | None = None
+        self._tx: Database | None = None
         self._committed = False
 
     @translated
@@ -39,14 +42,15 @@ class PostgresUnitOfWork:
             # Plain statements rather than asyncpg's Transaction, whose
             # BEGIN, COMMIT and ROLLBACK take no timeout (they would wait the
             # pool's command_timeout instead of the deadline).
-            await conn.execute("BEGIN", timeout=remaining())
+            tx = self._db.on(conn)
+            await tx.execute("BEGIN")
         except BaseException:
             await release(self._pool, conn)
             raise
-        self._conn = conn
-        self.users = PostgresUserRepository(conn)
-        self.orders = PostgresOrderRepository(conn)
-        self.outbox = PostgresOutbox(conn)
+        self._conn, self._tx = conn, tx
+        self.users = PostgresUserRepository(tx)
+        self.orders = PostgresOrderRepository(tx)
+        self.outbox = PostgresOutbox(tx)
         return self
 
     async def __aexit__(
@@ -55,7 +59,7 @@ class PostgresUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._tx = self._conn, None, None
         if conn is None:
             return
         # Not committed: rolled back, or, if the ROLLBACK fails or the
@@ -64,17 +68,17 @@ class PostgresUnitOfWork:
         # raised (a failed COMMIT, say) is the one to report.
         await release(self._pool, conn, None if self._committed else "ROLLBACK")
 
-    @translated
     async def commit(self) -> None:
-        if self._conn is None:
+        if self._tx is None:
             raise RuntimeError("commit() outside the unit of work's block")
-        await self._conn.execute("COMMIT", timeout=remaining())
+        await self._tx.execute("COMMIT")
         self._committed = True
 
 
 class PostgresUnitOfWorkFactory:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, tracer: Tracer | None = None) -> None:
         self._pool = pool
+        self._db = Database(pool, tracer)
 
     def __call__(self) -> PostgresUnitOfWork:
-        return PostgresUnitOfWork(self._pool)
+        return PostgresUnitOfWork(self._pool, self._db)

@@ -9,9 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from ledgerline.domain.user import Email, User, UserId
-from ledgerline.platform.deadline import remaining
-from ledgerline.repository.postgres.errors import translated
-from ledgerline.repository.postgres.executor import Executor, queries
+from ledgerline.repository.postgres.executor import Database, Executor, database
 
 _COLUMNS = "id, email, name, password_hash, is_admin, created_at, updated_at"
 _READ = f"{_COLUMNS}, email_key"
@@ -30,10 +28,9 @@ def _to_user(row: asyncpg.Record) -> User:
 
 
 class PostgresUserRepository:
-    def __init__(self, db: Executor) -> None:
-        self._db = queries(db)
+    def __init__(self, db: Executor | Database) -> None:
+        self._db = database(db)
 
-    @translated
     async def add(self, user: User) -> None:
         await self._db.execute(
             f"INSERT INTO users ({_READ}) "  # noqa: S608
@@ -46,33 +43,26 @@ class PostgresUserRepository:
             user.created_at,
             user.updated_at,
             user.email.normalized,
-            timeout=remaining(),
         )
 
-    @translated
     async def get_by_id(self, user_id: UserId) -> User | None:
         row = await self._db.fetchrow(
             f"SELECT {_READ} FROM users WHERE id = $1",  # noqa: S608
             user_id,
-            timeout=remaining(),
         )
         return None if row is None else _to_user(row)
 
-    @translated
     async def get_by_email(self, email: Email) -> User | None:
         row = await self._db.fetchrow(
             f"SELECT {_READ} FROM users WHERE email_key = $1",  # noqa: S608
             email.normalized,
-            timeout=remaining(),
         )
         return None if row is None else _to_user(row)
 
-    @translated
     async def set_admin(self, user_id: UserId, is_admin: bool, at: datetime) -> None:
         await self._db.execute(
             "UPDATE users SET is_admin = $2, updated_at = $3 WHERE id = $1",
             user_id,
             is_admin,
             at,
-            timeout=remaining(),
         )

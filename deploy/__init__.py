@@ -1,0 +1,1 @@
+"""Deployment files (docker/, deploy/) and their offline checks (deploy.check)."""
