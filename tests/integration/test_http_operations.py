@@ -451,7 +451,11 @@ async def test_a_500_never_leaks_internals(
 
 
 def _field(openapi: dict[str, Any], schema: str, field: str) -> dict[str, Any]:
-    found = openapi["components"]["schemas"][schema]["properties"][field]
+    """The field's schema, or the named schema it refers to (Currency)."""
+    schemas = openapi["components"]["schemas"]
+    found = schemas[schema]["properties"][field]
+    if "$ref" in found:
+        found = schemas[found["$ref"].removeprefix("#/components/schemas/")]
     assert isinstance(found, dict)
     return found
 

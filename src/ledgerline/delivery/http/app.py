@@ -11,6 +11,7 @@ from opentelemetry.trace import TracerProvider
 from starlette.types import ASGIApp, Scope
 
 from ledgerline.delivery.http.auth import bearer_authenticator, document_security
+from ledgerline.delivery.http.docs import docs_router
 from ledgerline.delivery.http.errors import install_error_handlers
 from ledgerline.delivery.http.middleware import RequestEnvelope
 from ledgerline.delivery.http.operations import operations_router
@@ -25,6 +26,7 @@ from ledgerline.usecase.payments import PaymentService
 from ledgerline.usecase.users import UserService
 
 MAX_BODY_BYTES = 64 * 1024
+OPENAPI_URL = "/openapi.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +48,11 @@ def create_http_app(deps: HTTPDependencies) -> ASGIApp:
         title="Ledgerline",
         version="1.0.0",
         summary="User accounts, wallets and exactly-once payments.",
-        openapi_url="/openapi.json",
-        docs_url="/docs",
+        openapi_url=OPENAPI_URL,
+        # /docs and /redoc are docs_router's, with assets served from here.
+        docs_url=None,
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         # A path with a trailing slash is simply not a route (404), rather
         # than a bodiless 307 to a Location built from the Host header.
         redirect_slashes=False,
@@ -66,6 +70,7 @@ def create_http_app(deps: HTTPDependencies) -> ASGIApp:
     authenticate = bearer_authenticator(deps.users)
     routers = [
         operations_router(deps.readiness, deps.metrics),
+        docs_router(api.title, OPENAPI_URL),
         *users_routers(deps.users, authenticate, deps.rate_limiter, deps.trusted_proxies),
         *payments_routers(deps.payments, authenticate),
     ]

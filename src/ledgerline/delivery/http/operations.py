@@ -14,13 +14,14 @@ from ledgerline.platform.metrics import HTTPMetrics
 def operations_router(readiness: Readiness, metrics: HTTPMetrics) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz", summary="Liveness")
+    @router.get("/healthz", summary="Liveness", operation_id="get_liveness")
     async def healthz() -> HealthResponse:
         return HealthResponse()
 
     @router.get(
         "/readyz",
         summary="Readiness",
+        operation_id="get_readiness",
         response_model=ReadinessResponse,
         responses={
             503: {
@@ -40,6 +41,7 @@ def operations_router(readiness: Readiness, metrics: HTTPMetrics) -> APIRouter:
     @router.get(
         "/metrics",
         summary="Prometheus metrics",
+        operation_id="get_metrics",
         response_class=Response,
         responses={
             200: {

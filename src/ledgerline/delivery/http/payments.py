@@ -47,6 +47,7 @@ def payments_routers(payments: PaymentService, authenticate: Authenticator) -> l
         response_model=CreditResponse,
         tags=["wallets"],
         summary="Credit a wallet (admins): the only way money enters",
+        operation_id="credit_wallet",
         responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422),
         openapi_extra=_IDEMPOTENT,
     )
@@ -61,6 +62,7 @@ def payments_routers(payments: PaymentService, authenticate: Authenticator) -> l
         response_model=WalletResponse,
         tags=["wallets"],
         summary="The caller's balances",
+        operation_id="get_wallet",
         responses=error_responses(401),
     )
     async def wallet(request: Request) -> Response:
@@ -71,6 +73,7 @@ def payments_routers(payments: PaymentService, authenticate: Authenticator) -> l
         response_model=EntriesResponse,
         tags=["wallets"],
         summary="The caller's ledger, newest first",
+        operation_id="list_wallet_entries",
         responses=error_responses(400, 401),
         openapi_extra={"parameters": ENTRIES_QUERY_PARAMETERS},
     )
@@ -86,6 +89,7 @@ def payments_routers(payments: PaymentService, authenticate: Authenticator) -> l
         response_model=OrderResponse,
         tags=["orders"],
         summary="Create an order (payer)",
+        operation_id="create_order",
         responses={
             **created_responses("/v1/orders/{id} of the new order"),
             **error_responses(400, 401, 404, 413, 415),
@@ -102,6 +106,7 @@ def payments_routers(payments: PaymentService, authenticate: Authenticator) -> l
         response_model=OrderResponse,
         tags=["orders"],
         summary="An order (payer, payee, admin)",
+        operation_id="get_order",
         responses=error_responses(400, 401, 404),
     )
     async def get_order(order_id: uuid.UUID, request: Request) -> Response:
@@ -112,6 +117,7 @@ def payments_routers(payments: PaymentService, authenticate: Authenticator) -> l
         response_model=OrderResponse,
         tags=["orders"],
         summary="Pay an order exactly once (payer)",
+        operation_id="pay_order",
         responses=error_responses(400, 401, 402, 403, 404, 409, 413, 422),
         openapi_extra=_IDEMPOTENT,
     )
@@ -124,6 +130,7 @@ def payments_routers(payments: PaymentService, authenticate: Authenticator) -> l
         response_model=OrderResponse,
         tags=["orders"],
         summary="Refund a paid order exactly once (payee, admin)",
+        operation_id="refund_order",
         responses=error_responses(400, 401, 402, 403, 404, 409, 413, 422),
         openapi_extra=_IDEMPOTENT,
     )

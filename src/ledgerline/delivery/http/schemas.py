@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeAliasType
 
 from ledgerline.domain.idempotency import IDEMPOTENCY_KEY_PATTERN
 from ledgerline.domain.ledger import CURSOR_PATTERN, Balance, Credit, EntryPage
@@ -229,15 +230,20 @@ Amount = Annotated[
         examples=[1299],
     ),
 ]
-Currency = Annotated[
-    str,
-    _described(
-        max_length=16,
-        enum=CURRENCIES,
-        description="An active ISO 4217 code, upper case.",
-        examples=["EUR"],
-    ),
-]
+# A named alias: one Currency schema in the document (one enum in a
+# generated client), referenced by every body that takes a currency.
+Currency = TypeAliasType(
+    "Currency",
+    Annotated[
+        str,
+        _described(
+            max_length=16,
+            enum=CURRENCIES,
+            description="An active ISO 4217 code, upper case.",
+            examples=["EUR"],
+        ),
+    ],
+)
 # In answers: what was stored, whatever the list of active codes is today.
 StoredCurrency = Annotated[str, Field(pattern="^[A-Z]{3}$", examples=["EUR"])]
 

@@ -47,6 +47,7 @@ def users_routers(
         response_model=UserResponse,
         tags=["users"],
         summary="Register a user",
+        operation_id="register_user",
         responses={
             **created_responses("/v1/users/{id} of the new user"),
             **error_responses(400, 409, 413, 415, 429),
@@ -62,6 +63,7 @@ def users_routers(
         response_model=TokenResponse,
         tags=["auth"],
         summary="Exchange email and password for a token",
+        operation_id="issue_token",
         responses=error_responses(400, 401, 413, 415, 429),
     )
     async def token(body: TokenRequest, request: Request) -> Response:
@@ -74,6 +76,7 @@ def users_routers(
         response_model=UserResponse,
         tags=["users"],
         summary="The calling user",
+        operation_id="get_me",
         responses=error_responses(401),
     )
     async def me(request: Request) -> Response:
@@ -84,6 +87,7 @@ def users_routers(
         response_model=UserResponse,
         tags=["users"],
         summary="A user by id (yourself, or any as admin)",
+        operation_id="get_user",
         responses=error_responses(400, 401, 404),
     )
     async def get_user(user_id: uuid.UUID, request: Request) -> Response:
@@ -94,6 +98,7 @@ def users_routers(
         response_model=UserResponse,
         tags=["users"],
         summary="Find a user by email (admins)",
+        operation_id="find_user_by_email",
         responses=error_responses(400, 401, 403, 404),
         openapi_extra={"parameters": [EMAIL_QUERY_PARAMETER]},
     )
