@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 import uuid
@@ -23,7 +22,7 @@ from ledgerline.main.importer import DEFAULT_BATCH_ROWS, ImportFailedError, Inpu
 from ledgerline.main.runtime import Runtime, prepare_runtime
 from ledgerline.platform.database import migrate as run_migrations
 from ledgerline.platform.logging import configure_logging
-from ledgerline.platform.metrics_files import take_inherited
+from ledgerline.platform.metrics_files import inherited as inherited_metrics_dir
 from ledgerline.usecase.user_import import ImportTally
 from ledgerline.usecase.users import Registration
 
@@ -78,14 +77,12 @@ def serve_command(
     if port is not None:
         overrides["http_port"] = port
     settings = _settings(**overrides)
-    # Before prometheus_client loads (with the servers): see metrics_files.
-    metrics_parent = take_inherited(os.environ)
     # The servers' frameworks (FastAPI, uvicorn, grpc) load only for the
     # commands that serve: the others start in half the time without them.
     from ledgerline.main.serve import serve
 
     with _config_errors():
-        code = serve(settings, workers, metrics_parent=metrics_parent)
+        code = serve(settings, workers, metrics_parent=inherited_metrics_dir())
     raise typer.Exit(code)
 
 
@@ -99,7 +96,6 @@ def worker_command(
     """Run the background work: the outbox relay and the scheduled jobs."""
     overrides: dict[str, object] = {} if port is None else {"worker_port": port}
     settings = _settings(**overrides)
-    take_inherited(os.environ)  # one process: its metrics stay in memory
     from ledgerline.main.worker import worker  # see serve_command
 
     with _config_errors():

@@ -195,3 +195,32 @@ def _sample(text: str, name: str, **labels: str) -> float:
         for sample in family.samples
         if sample.name == name and labels.items() <= sample.labels.items()
     )
+
+
+@pytest.mark.parametrize("workers", ["1", "2"], ids=["one-process", "two-workers"])
+def test_an_inherited_multiprocess_directory_is_never_used_as_is(
+    start_service: StartService, database_url: str, tmp_path: Path, workers: str
+) -> None:
+    """One process keeps its metrics in memory (no files); N processes make
+    their per-run directory inside the one given, and remove it at exit."""
+    inherited = tmp_path / "operator-metrics"
+    inherited.mkdir()
+    service = start_service(
+        "--workers",
+        workers,
+        LEDGERLINE_DATABASE_URL=database_url,
+        LEDGERLINE_JWT_SECRET=JWT_SECRET,
+        PROMETHEUS_MULTIPROC_DIR=str(inherited),
+    )
+    _wait_listening(service, int(workers))
+    with httpx.Client(base_url=service.base_url, timeout=10) as client:
+        for _ in range(3):
+            assert client.get("/v1/users/me").status_code == 401
+        text = client.get("/metrics").text
+    assert _sample(text, **ME, status="401") == 3
+    if workers == "1":
+        assert list(inherited.iterdir()) == []
+    else:
+        assert _metrics_directory(service).parent == inherited
+    assert service.terminate() == 0
+    assert list(inherited.iterdir()) == []

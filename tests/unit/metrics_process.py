@@ -4,6 +4,7 @@ mode at import, so each of these runs in an interpreter of its own, started
 with PROMETHEUS_MULTIPROC_DIR already in its environment.
 
     python -m tests.unit.metrics_process observe COUNT POOL_SIZE POOL_IN_USE
+    python -m tests.unit.metrics_process idle    (its metrics made, nothing counted)
     python -m tests.unit.metrics_process render
 """
 
@@ -13,7 +14,12 @@ import os
 import sys
 from dataclasses import dataclass
 
-from ledgerline.platform.metrics import DatabasePoolMetrics, GRPCMetrics, HTTPMetrics
+from ledgerline.platform.metrics import (
+    BusinessMetrics,
+    DatabasePoolMetrics,
+    GRPCMetrics,
+    HTTPMetrics,
+)
 
 
 @dataclass
@@ -36,6 +42,10 @@ def main(argv: list[str]) -> None:
     metrics = HTTPMetrics(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     if argv[0] == "render":
         sys.stdout.write(metrics.render().decode())
+        return
+    BusinessMetrics(metrics.registry)  # some of its counters have no labels: files at once
+    if argv[0] == "idle":
+        print(os.getpid())
         return
     count, size, in_use = (int(value) for value in argv[1:4])
     for _ in range(count):

@@ -81,6 +81,24 @@ def test_processes_writing_to_one_directory_add_up_and_the_dead_keep_their_count
     assert not directory.path.exists()
 
 
+def test_a_process_that_counted_nothing_leaves_no_files() -> None:
+    """A serving process that could not start (the database down) made its
+    metrics but never served: once it ended, none of its files are read."""
+    with MetricsDirectory.create() as directory:
+        idle = int(_run(directory, "idle"))
+        counted = int(_run(directory, "observe", "1", "2", "1"))
+        assert list(directory.path.glob(f"*_{idle}.db"))
+
+        directory.process_ended(idle)
+        directory.process_ended(counted)
+
+        assert list(directory.path.glob(f"*_{idle}.db")) == []
+        assert list(directory.path.glob(f"*_{counted}.db"))
+        text = _run(directory, "render")
+        assert _value(text, *REQUESTS) == 1
+        assert _value(text, "ledgerline_idempotency_replays_total", {}) == 0
+
+
 def test_each_run_gets_a_fresh_directory_inside_the_one_given(tmp_path: Path) -> None:
     parent = tmp_path / "metrics"
     with MetricsDirectory.create(str(parent)) as one, MetricsDirectory.create(str(parent)) as two:

@@ -13,13 +13,13 @@ Two modes, chosen by the composition root:
   dead processes' counters included, whichever process answers.
 
 A new metric is defined on ``HTTPMetrics.registry`` (the process's registry)
-in either mode, as ``GRPCMetrics``, ``BusinessMetrics`` and ``DatabasePoolMetrics``
-are. Counters
-and histograms need nothing more. A gauge names its ``multiprocess_mode``
-(``livesum``: a per-process amount summed over the live processes;
-``liveall``: one series per live process, labelled ``pid``; ``max``...), and
-never uses ``set_function``: in multiprocess mode only what is written to the
-files is seen, so set it where it changes or from a periodic refresh."""
+in either mode, as ``GRPCMetrics``, ``BusinessMetrics`` and
+``DatabasePoolMetrics`` are. Counters and histograms need nothing more. A
+gauge names its ``multiprocess_mode`` (``livesum``: a per-process amount
+summed over the live processes; ``liveall``: one series per live process,
+labelled ``pid``; ``max``...), and never uses ``set_function``: in
+multiprocess mode only what is written to the files is seen, so set it where
+it changes or from a periodic refresh."""
 
 from __future__ import annotations
 

@@ -4,15 +4,17 @@ write their metrics, and the variable that tells prometheus_client to use it.
 prometheus_client decides once, when it is first imported, whether a
 process keeps its values in memory or writes them to files in
 ``PROMETHEUS_MULTIPROC_DIR``. So the variable is the supervisor's to set, in
-its children's environment before they start; an inherited one is taken out
-of the environment before anything imports the library (``take_inherited``),
-so that a single process keeps its values in memory, and the worker's gauges
-that read at scrape time keep working.
+its children's environment before they start. An inherited one is set aside
+by the command's entry point before anything imports the library
+(``set_aside_inherited``), so that a single process keeps its values in
+memory and the worker's gauges that read at scrape time keep working;
+``serve --workers N`` makes its per-run directory inside it.
 
 This module does not import prometheus_client at load time, for that reason."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Mapping, MutableMapping
@@ -21,6 +23,21 @@ from types import TracebackType
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LEGACY_MULTIPROCESS_ENV = "prometheus_multiproc_dir"  # still read by prometheus_client
+
+
+# The directory an inherited variable named, set aside at the command's start.
+_inherited: str | None = None
+
+
+def set_aside_inherited() -> None:
+    """Takes the variables out of this process's environment (see
+    ``take_inherited``) and keeps what they named for ``inherited``."""
+    global _inherited
+    _inherited = take_inherited(os.environ)
+
+
+def inherited() -> str | None:
+    return _inherited
 
 
 def take_inherited(environ: MutableMapping[str, str]) -> str | None:
@@ -55,10 +72,19 @@ class MetricsDirectory:
         return {MULTIPROCESS_ENV: str(self.path)}
 
     def process_ended(self, pid: int) -> None:
+        """The live gauges of process ``pid`` go; the rest of its files stay,
+        unless all they hold is zeros (a process that never served: while
+        the database is down one is started every 30 s, and every scrape
+        reads every file)."""
         # Here, not at the top: see the module docstring.
-        from prometheus_client.multiprocess import mark_process_dead
+        from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
         mark_process_dead(pid, str(self.path))  # type: ignore[no-untyped-call] # not annotated
+        files = [str(path) for path in self.path.glob(f"*_{pid}.db")]
+        merged = MultiProcessCollector.merge(files, accumulate=False)  # type: ignore[no-untyped-call]
+        if all(sample.value == 0 for metric in merged for sample in metric.samples):
+            for name in files:
+                os.remove(name)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
