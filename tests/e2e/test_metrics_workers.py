@@ -62,14 +62,8 @@ def test_counts_add_up_over_the_processes_and_outlive_a_killed_one(
     scrapes = _scrape_until_both_answer(service, workers, expect=sent)
     # The live gauges of the dead process are gone: no double count.
     for text in scrapes:
-        assert (
-            _sample(text, "ledgerline_db_pool_max_connections", pool="queries") == 2 * POOL_MAX_SIZE
-        )
-        assert (
-            2
-            <= _sample(text, "ledgerline_db_pool_connections", pool="queries")
-            <= 2 * POOL_MAX_SIZE
-        )
+        assert _sample(text, "ledgerline_db_pool_max_size", pool="queries") == 2 * POOL_MAX_SIZE
+        assert 2 <= _sample(text, "ledgerline_db_pool_size", pool="queries") <= 2 * POOL_MAX_SIZE
 
     more = _get_me_until_both_answer(service, workers, auth)
     _scrape_until_both_answer(service, workers, expect=sent + sum(more.values()))
@@ -177,7 +171,7 @@ def _wait_for(condition: Callable[[], bool], service: Service, timeout: float = 
 
 def _pool_max(service: Service) -> float:
     text = httpx.get(f"{service.base_url}/metrics", timeout=10).text
-    return _sample(text, "ledgerline_db_pool_max_connections", pool="queries")
+    return _sample(text, "ledgerline_db_pool_max_size", pool="queries")
 
 
 def _metrics_directory(service: Service) -> Path:

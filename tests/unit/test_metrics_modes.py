@@ -18,9 +18,9 @@ from ledgerline.platform.metrics_files import MULTIPROCESS_ENV, MetricsDirectory
 ROOT = Path(__file__).resolve().parents[2]
 REQUESTS = ("ledgerline_http_requests_total", {"method": "GET", "route": "/v1/users/me"})
 CALLS = ("ledgerline_grpc_requests_total", {"method": "/ledgerline.v1.UserService/GetMe"})
-IN_USE = ("ledgerline_db_pool_connections_in_use", {"pool": "queries"})
-OPEN = ("ledgerline_db_pool_connections", {"pool": "queries"})
-MAX = ("ledgerline_db_pool_max_connections", {"pool": "queries"})
+IN_USE = ("ledgerline_db_pool_in_use", {"pool": "queries"})
+OPEN = ("ledgerline_db_pool_size", {"pool": "queries"})
+MAX = ("ledgerline_db_pool_max_size", {"pool": "queries"})
 
 
 @pytest.mark.parametrize(

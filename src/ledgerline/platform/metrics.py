@@ -185,22 +185,22 @@ class DatabasePoolMetrics:
     answers, and periodically in every process (see ``HTTPMetrics``)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.connections = Gauge(
-            "ledgerline_db_pool_connections",
+        self.size = Gauge(
+            "ledgerline_db_pool_size",
             "Open connections of the PostgreSQL pool, summed over the serving processes.",
             ["pool"],
             multiprocess_mode="livesum",
             registry=registry,
         )
         self.in_use = Gauge(
-            "ledgerline_db_pool_connections_in_use",
+            "ledgerline_db_pool_in_use",
             "Connections of the PostgreSQL pool lent out now, summed over the serving processes.",
             ["pool"],
             multiprocess_mode="livesum",
             registry=registry,
         )
-        self.max_connections = Gauge(
-            "ledgerline_db_pool_max_connections",
+        self.max_size = Gauge(
+            "ledgerline_db_pool_max_size",
             "The PostgreSQL pool's maximum size, summed over the serving processes.",
             ["pool"],
             multiprocess_mode="livesum",
@@ -211,17 +211,17 @@ class DatabasePoolMetrics:
     def watch(self, name: str, pool: ConnectionPool) -> None:
         self._pools[name] = (
             pool,
-            self.connections.labels(name),
+            self.size.labels(name),
             self.in_use.labels(name),
-            self.max_connections.labels(name),
+            self.max_size.labels(name),
         )
 
     def refresh(self) -> None:
-        for pool, connections, in_use, max_connections in self._pools.values():
-            size = pool.get_size()
-            connections.set(size)
-            in_use.set(size - pool.get_idle_size())
-            max_connections.set(pool.get_max_size())
+        for pool, size, in_use, max_size in self._pools.values():
+            open_connections = pool.get_size()
+            size.set(open_connections)
+            in_use.set(open_connections - pool.get_idle_size())
+            max_size.set(pool.get_max_size())
 
 
 class WorkerMetrics:
