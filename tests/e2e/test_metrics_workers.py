@@ -196,7 +196,8 @@ def test_an_inherited_multiprocess_directory_is_never_used_as_is(
     start_service: StartService, database_url: str, tmp_path: Path, workers: str
 ) -> None:
     """One process keeps its metrics in memory (no files); N processes make
-    their per-run directory inside the one given, and remove it at exit."""
+    their per-run directory inside the one given, and remove it at exit.
+    Either way the pool gauges are there, summed over the processes."""
     inherited = tmp_path / "operator-metrics"
     inherited.mkdir()
     service = start_service(
@@ -204,6 +205,7 @@ def test_an_inherited_multiprocess_directory_is_never_used_as_is(
         workers,
         LEDGERLINE_DATABASE_URL=database_url,
         LEDGERLINE_JWT_SECRET=JWT_SECRET,
+        LEDGERLINE_DB_POOL_MAX_SIZE=str(POOL_MAX_SIZE),
         PROMETHEUS_MULTIPROC_DIR=str(inherited),
     )
     _wait_listening(service, int(workers))
@@ -212,6 +214,8 @@ def test_an_inherited_multiprocess_directory_is_never_used_as_is(
             assert client.get("/v1/users/me").status_code == 401
         text = client.get("/metrics").text
     assert _sample(text, **ME, status="401") == 3
+    pool_max = _sample(text, "ledgerline_db_pool_max_size", pool="queries")
+    assert pool_max == int(workers) * POOL_MAX_SIZE
     if workers == "1":
         assert list(inherited.iterdir()) == []
     else:

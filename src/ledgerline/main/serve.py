@@ -230,7 +230,13 @@ async def _serve(core: Core, sock: socket.socket, metrics: HTTPMetrics) -> int:
         return exit_code
     core.rate_limiter.observe(RateLimitMetrics(metrics.registry))
     pools = watch_pools(core, metrics)
-    refreshing = asyncio.create_task(_refresh_periodically(pools.refresh))
+    # Alone, this process reads its pools when it renders; beside others, it
+    # must also write them for the scrapes they answer.
+    refreshing = (
+        asyncio.create_task(_refresh_periodically(pools.refresh))
+        if metrics.multiprocess_dir is not None
+        else None
+    )
     rpc = grpc_server(core, metrics)
     try:
         server = HTTPServer(
@@ -258,7 +264,8 @@ async def _serve(core: Core, sock: socket.socket, metrics: HTTPMetrics) -> int:
             ),
         )
     finally:
-        refreshing.cancel()
+        if refreshing is not None:
+            refreshing.cancel()
         await rpc.stop()
         await core.stop()
     log.info("stopped")
