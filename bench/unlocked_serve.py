@@ -49,11 +49,15 @@ _serving_process_main = serving.serving_process_main
 
 
 def unlocked_process_main(
-    settings: Settings, database_url: str, jwt_secret: str, sock: socket.socket
+    settings: Settings,
+    database_url: str,
+    jwt_secret: str,
+    sock: socket.socket,
+    metrics_dir: str | None = None,
 ) -> None:
     """A serving process, its payments under no lock."""
     Core._lock_manager = _no_lock_manager  # type: ignore[method-assign]
-    _serving_process_main(settings, database_url, jwt_secret, sock)
+    _serving_process_main(settings, database_url, jwt_secret, sock, metrics_dir)
 
 
 def main() -> None:

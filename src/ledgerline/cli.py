@@ -22,6 +22,7 @@ from ledgerline.main.importer import DEFAULT_BATCH_ROWS, ImportFailedError, Inpu
 from ledgerline.main.runtime import Runtime, prepare_runtime
 from ledgerline.platform.database import migrate as run_migrations
 from ledgerline.platform.logging import configure_logging
+from ledgerline.platform.metrics_files import inherited as inherited_metrics_dir
 from ledgerline.usecase.user_import import ImportTally
 from ledgerline.usecase.users import Registration
 
@@ -81,7 +82,7 @@ def serve_command(
     from ledgerline.main.serve import serve
 
     with _config_errors():
-        code = serve(settings, workers)
+        code = serve(settings, workers, metrics_parent=inherited_metrics_dir())
     raise typer.Exit(code)
 
 

@@ -34,3 +34,16 @@ def sibling_of_a_failing_worker(tmp: Path, failure: int) -> None:
 
 def always_failing_worker(failure: int) -> None:
     os._exit(failure)
+
+
+def reports_its_environment(tmp: Path, name: str) -> None:
+    """Writes what it finds in ``name`` to ``env-<pid>``; the first worker
+    then dies, the others serve (sleep) until SIGTERM."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    (tmp / f"env-{os.getpid()}").write_text(os.environ.get(name, "<unset>"))
+    try:
+        (tmp / "died").touch(exist_ok=False)
+    except FileExistsError:
+        time.sleep(120)
+    os._exit(1)

@@ -22,6 +22,7 @@ from tests.conftest import require_redis, with_database
 from tests.e2e.conftest import JWT_SECRET, LEDGERLINE, Service, clean_env, free_port
 from tests.e2e.supervisor_targets import (
     always_failing_worker,
+    reports_its_environment,
     sibling_of_a_failing_worker,
     worker_without_handlers,
 )
@@ -312,3 +313,42 @@ def test_when_no_worker_can_serve(failure: int, gives_up: bool) -> None:
     else:
         assert code == 0  # still trying when stopped; nothing failed to stop
         assert time.monotonic() - started >= 15
+
+
+def test_workers_get_the_environment_given_and_each_end_is_reported(tmp_path: Path) -> None:
+    """What the serving processes' shared metrics rely on: the variable is
+    in a worker's environment from its start (not in the supervisor's), and
+    a worker that ends is reported before its replacement starts."""
+    name = "LEDGERLINE_TEST_SUPERVISOR_VARIABLE"
+    ended: list[tuple[int, list[str]]] = []
+
+    def on_exit(pid: int) -> None:
+        ended.append((pid, sorted(p.name for p in tmp_path.glob("env-*"))))
+
+    supervisor = Supervisor(
+        reports_its_environment,
+        (tmp_path, name),
+        1,
+        5.0,
+        backoff_max=0.2,
+        environment={name: "given"},
+        on_exit=on_exit,
+    )
+    stopper = threading.Thread(target=_stop_when_started, args=(supervisor, tmp_path, 2))
+    stopper.start()
+    try:
+        assert supervisor.run() == 0
+    finally:
+        stopper.join()
+    assert name not in os.environ
+    reports = sorted(tmp_path.glob("env-*"), key=lambda p: p.stat().st_mtime_ns)
+    assert [p.read_text() for p in reports] == ["given", "given"]
+    first, second = (int(p.name.removeprefix("env-")) for p in reports)
+    assert ended == [(first, [f"env-{first}"]), (second, sorted([f"env-{first}", f"env-{second}"]))]
+
+
+def _stop_when_started(supervisor: Supervisor, tmp: Path, workers: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(list(tmp.glob("env-*"))) < workers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    supervisor.stop()

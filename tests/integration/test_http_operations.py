@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -252,6 +253,62 @@ async def test_metrics_do_not_label_unmatched_paths_by_their_raw_path(
     assert response.status_code == 200
     assert "ledgerline_http_requests_total" in response.text
     assert "route-4f2a" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "route_label"),
+    [
+        pytest.param("GET", "/v1/users/{}", 404, "/v1/users/{user_id}", id="unknown-user-id"),
+        pytest.param("GET", "/v1/users/x{}", 400, "/v1/users/{user_id}", id="id-not-a-uuid"),
+        pytest.param(
+            "POST", "/v1/orders/{}/pay", 404, "/v1/orders/{order_id}/pay", id="unknown-order"
+        ),
+        pytest.param("DELETE", "/v1/users/{}", 405, "/v1/users/{user_id}", id="wrong-method"),
+        pytest.param("GET", "/v1/users/{}/", 404, "unmatched", id="trailing-slash"),
+        pytest.param("GET", "/{}/{}", 404, "unmatched", id="unmatched"),
+    ],
+)
+async def test_metrics_series_do_not_grow_with_the_paths_asked_for(
+    client: httpx.AsyncClient,
+    make_account: AccountFactory,
+    method: str,
+    path: str,
+    status: int,
+    route_label: str,
+) -> None:
+    """Bounded label sets: five different ids or paths of one kind are one
+    series, labelled by the route template (or "unmatched")."""
+    account = await make_account("ada@example.com")
+    headers = {**account.auth, "Idempotency-Key": "k-1"}
+    await client.get("/metrics")  # the scrape's own series exists from here on
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+
+    async def ask(some_id: str) -> None:
+        url = path.format(some_id, some_id)
+        response = await client.request(method, url, headers=headers)
+        assert response.status_code == status, response.text
+
+    await ask(ids[0])
+    before = _request_series(await client.get("/metrics"))
+    for some_id in ids[1:]:
+        await ask(some_id)
+    after_response = await client.get("/metrics")
+    after = _request_series(after_response)
+
+    assert after == before
+    assert any(
+        f'route="{route_label}"' in line and f'status="{status}"' in line for line in after
+    ), after
+    assert not any(some_id in after_response.text for some_id in ids)
+
+
+def _request_series(response: httpx.Response) -> set[str]:
+    """The ledgerline_http_requests_total series, without their values."""
+    return {
+        line.rsplit(" ", 1)[0]
+        for line in response.text.splitlines()
+        if line.startswith("ledgerline_http_requests_total{")
+    }
 
 
 # --------------------------------------------------------------------------

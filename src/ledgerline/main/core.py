@@ -122,6 +122,15 @@ class Core:
         return _started(self._rate_limiter)
 
     @property
+    def database_pools(self) -> dict[str, asyncpg.Pool]:
+        """The PostgreSQL pools by name, for their gauges: ``queries``, and
+        ``locks`` when the payment locks are advisory locks."""
+        pools = {"queries": _started(self._pool)}
+        if self._lock_pool is not None:
+            pools["locks"] = self._lock_pool
+        return pools
+
+    @property
     def readiness(self) -> Readiness:
         """The dependencies' probes: what /readyz and gRPC health report."""
         return _started(self._readiness)

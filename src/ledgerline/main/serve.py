@@ -1,7 +1,9 @@
 """`ledgerline serve`: the API over one core, in this process or in N
 processes sharing the listening socket. Each serving process builds its
 core, starts its servers in one event loop, and stops them on one signal:
-readiness turns 503, the listeners drain, then the core is torn down."""
+readiness turns 503, the listeners drain, then the core is torn down.
+With N processes, their metrics are written to one per-run directory and
+every /metrics reports the sum over them (``platform.metrics``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import gc
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 import uvloop
 from opentelemetry.trace import TracerProvider
@@ -32,10 +35,12 @@ from ledgerline.platform.limits import raise_open_file_limit
 from ledgerline.platform.logging import configure_logging, get_logger
 from ledgerline.platform.metrics import (
     BusinessMetrics,
+    DatabasePoolMetrics,
     GRPCMetrics,
     HTTPMetrics,
     RateLimitMetrics,
 )
+from ledgerline.platform.metrics_files import MetricsDirectory
 from ledgerline.platform.supervisor import (
     Supervisor,
     hold_stop_signals,
@@ -44,12 +49,16 @@ from ledgerline.platform.supervisor import (
 from ledgerline.platform.tracing import tracing_from_environment
 
 GC_YOUNG_THRESHOLD = 10_000  # allocations between young-generation collections
+# How often a serving process writes its gauges (the pools') for the scrapes
+# that another process answers; the one that answers reads its own at once.
+GAUGE_REFRESH_SECONDS = 1.0
 
 
-def serve(settings: Settings, processes: int) -> int:
+def serve(settings: Settings, processes: int, *, metrics_parent: str | None = None) -> int:
     """Resolve the runtime once, bind the HTTP port and claim the gRPC port
     once, then serve in this process or in ``processes`` processes sharing
-    both."""
+    both. ``metrics_parent``: where the processes' per-run metrics directory
+    is made (default: the system's temporary directory)."""
     raise_open_file_limit(settings.http_max_connections)  # children inherit it
     check_tracing()
     try:
@@ -68,8 +77,19 @@ def serve(settings: Settings, processes: int) -> int:
             if processes == 1:
                 return 0 if run_serving_process(*args) == 0 else 1
             budget = settings.shutdown_drain_seconds + settings.shutdown_timeout_seconds
-            supervisor = Supervisor(serving_process_main, args, processes, budget)
-            return supervisor.run()
+            with MetricsDirectory.create(metrics_parent) as metrics_dir:
+                get_logger("ledgerline.serve").info(
+                    "serving processes share their metrics", directory=str(metrics_dir.path)
+                )
+                supervisor = Supervisor(
+                    serving_process_main,
+                    (*args, str(metrics_dir.path)),
+                    processes,
+                    budget,
+                    environment=metrics_dir.environment,
+                    on_exit=metrics_dir.process_ended,
+                )
+                return supervisor.run()
         finally:
             sock.close()
     finally:
@@ -87,21 +107,31 @@ def listen(host: str, port: int, variable: str) -> socket.socket:
 
 
 def serving_process_main(
-    settings: Settings, database_url: str, jwt_secret: str, sock: socket.socket
+    settings: Settings,
+    database_url: str,
+    jwt_secret: str,
+    sock: socket.socket,
+    metrics_dir: str | None = None,
 ) -> None:
     """Entry point of a serving process under the supervisor (spawned: it
-    starts from scratch)."""
+    starts from scratch, with the metrics directory in its environment)."""
     hold_stop_signals()
     configure_logging(settings.log_level, settings.log_format)
-    sys.exit(run_serving_process(settings, database_url, jwt_secret, sock))
+    sys.exit(run_serving_process(settings, database_url, jwt_secret, sock, metrics_dir))
 
 
 def run_serving_process(
-    settings: Settings, database_url: str, jwt_secret: str, sock: socket.socket
+    settings: Settings,
+    database_url: str,
+    jwt_secret: str,
+    sock: socket.socket,
+    metrics_dir: str | None = None,
 ) -> int:
+    """``metrics_dir``: the directory every serving process writes its
+    metrics to (None: this process's metrics are its own)."""
     # Built here, in the serving process, after it started.
     tracing = tracing_from_environment()
-    metrics = HTTPMetrics()
+    metrics = HTTPMetrics(metrics_dir)
     core = Core(
         settings,
         Runtime(database_url, jwt_secret),
@@ -171,6 +201,22 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
     )
 
 
+def watch_pools(core: Core, metrics: HTTPMetrics) -> DatabasePoolMetrics:
+    """The started core's PostgreSQL pools in ``metrics``, read at each
+    scrape this process answers."""
+    pools = DatabasePoolMetrics(metrics.registry)
+    for name, pool in core.database_pools.items():
+        pools.watch(name, pool)
+    metrics.refresh_before_render(pools.refresh)
+    return pools
+
+
+async def _refresh_periodically(refresh: Callable[[], None]) -> None:
+    while True:
+        refresh()
+        await asyncio.sleep(GAUGE_REFRESH_SECONDS)
+
+
 async def _serve(core: Core, sock: socket.socket, metrics: HTTPMetrics) -> int:
     log = get_logger("ledgerline.serve")
     settings = core.settings
@@ -183,6 +229,14 @@ async def _serve(core: Core, sock: socket.socket, metrics: HTTPMetrics) -> int:
     if exit_code is not None:
         return exit_code
     core.rate_limiter.observe(RateLimitMetrics(metrics.registry))
+    pools = watch_pools(core, metrics)
+    # Alone, this process reads its pools when it renders; beside others, it
+    # must also write them for the scrapes they answer.
+    refreshing = (
+        asyncio.create_task(_refresh_periodically(pools.refresh))
+        if metrics.multiprocess_dir is not None
+        else None
+    )
     rpc = grpc_server(core, metrics)
     try:
         server = HTTPServer(
@@ -210,6 +264,8 @@ async def _serve(core: Core, sock: socket.socket, metrics: HTTPMetrics) -> int:
             ),
         )
     finally:
+        if refreshing is not None:
+            refreshing.cancel()
         await rpc.stop()
         await core.stop()
     log.info("stopped")

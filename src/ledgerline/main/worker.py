@@ -32,7 +32,7 @@ from ledgerline.delivery.worker.jobs import RelayLoop, ScheduledJob, Scheduler
 from ledgerline.domain.ports import EventPublisher
 from ledgerline.main.core import Core, start_unless_stopped
 from ledgerline.main.runtime import check_tracing, prepare_runtime
-from ledgerline.main.serve import connection_limits, listen
+from ledgerline.main.serve import connection_limits, listen, watch_pools
 from ledgerline.platform.eventbus import EventBusSettings, NatsEventBus
 from ledgerline.platform.health import Readiness
 from ledgerline.platform.logging import get_logger
@@ -137,6 +137,7 @@ async def run_worker(core: Core, sock: socket.socket) -> int:
     bus = event_bus(settings, relay)
     http_metrics = HTTPMetrics()
     metrics = WorkerMetrics(http_metrics.registry)
+    watch_pools(core, http_metrics)
     readiness = core.readiness
     if bus is not None:
         readiness = readiness.with_probes({"event_bus": bus.ping})

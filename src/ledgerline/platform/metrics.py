@@ -1,13 +1,34 @@
 """Prometheus metrics, in a registry owned by the application instance (no
-process-global registry: tests and several apps in one process stay apart)."""
+process-global registry: tests and several apps in one process stay apart).
+
+Two modes, chosen by the composition root:
+
+- One process (``serve``, ``serve --workers 1``, the worker, the tests that
+  build apps in-process): the values live in the process and /metrics
+  renders its own registry.
+- ``serve --workers N``: every serving process writes its values to files in
+  one per-run directory (prometheus_client's multiprocess mode, which the
+  library picks when it is first imported, from ``PROMETHEUS_MULTIPROC_DIR``;
+  see ``metrics_files``), and /metrics renders the sum over all of them,
+  dead processes' counters included, whichever process answers.
+
+A new metric is defined on ``HTTPMetrics.registry`` (the process's registry)
+in either mode, as ``GRPCMetrics``, ``BusinessMetrics`` and
+``DatabasePoolMetrics`` are. Counters and histograms need nothing more. A
+gauge names its ``multiprocess_mode`` (``livesum``: a per-process amount
+summed over the live processes; ``liveall``: one series per live process,
+labelled ``pid``; ``max``...), and never uses ``set_function``: in
+multiprocess mode only what is written to the files is seen, so set it where
+it changes or from a periodic refresh."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from ledgerline.domain.ports import Lease, LockManager
 from ledgerline.platform.tracing import watching_replays
@@ -50,11 +71,33 @@ class _Answered:
         children[1].observe(seconds)
 
 
+class NotMultiprocessError(RuntimeError):
+    """Shared metrics asked for in a process whose prometheus_client keeps
+    its values in memory: nothing it counted would reach the files."""
+
+
+def multiprocess_values() -> bool:
+    """Whether this process's prometheus_client writes its values to files
+    (``PROMETHEUS_MULTIPROC_DIR`` was set when it was imported)."""
+    return values.ValueClass is not values.MutexValue
+
+
 class HTTPMetrics:
+    """The metrics of one process that answers /metrics: the HTTP answers,
+    and the registry where the process's other metrics are defined.
+    ``multiprocess_dir``: render the sum over every process writing to that
+    directory (``serve --workers N``) instead of this registry alone."""
+
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        if multiprocess_dir is not None and not multiprocess_values():
+            raise NotMultiprocessError(
+                "PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is imported"
+            )
         self.registry = CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir
+        self._refreshers: list[Callable[[], None]] = []
         self._answered = _Answered(
             self.registry,
             "ledgerline_http",
@@ -66,8 +109,20 @@ class HTTPMetrics:
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self._answered.observe((method, route, status), seconds)
 
+    def refresh_before_render(self, refresh: Callable[[], None]) -> None:
+        """``refresh`` brings gauges up to date whenever this process renders."""
+        self._refreshers.append(refresh)
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        for refresh in self._refreshers:
+            refresh()
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        # A registry of its own per scrape, as prometheus_client's
+        # multiprocess mode requires: the collector reads every file anew.
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
 
 
 class GRPCMetrics:
@@ -113,10 +168,68 @@ class RateLimitMetrics:
         self._unchecked.inc()
 
 
+class ConnectionPool(Protocol):
+    """What the pool gauges read (asyncpg's Pool has it)."""
+
+    def get_size(self) -> int: ...
+
+    def get_idle_size(self) -> int: ...
+
+    def get_max_size(self) -> int: ...
+
+
+class DatabasePoolMetrics:
+    """PostgreSQL connection pools, per pool name, each process's summed
+    over the live processes (a process that died takes its share with it).
+    Read from the pools by ``refresh``: at each scrape of the process that
+    answers, and periodically in every process (see ``HTTPMetrics``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.size = Gauge(
+            "ledgerline_db_pool_size",
+            "Open connections of the PostgreSQL pool, summed over the serving processes.",
+            ["pool"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.in_use = Gauge(
+            "ledgerline_db_pool_in_use",
+            "Connections of the PostgreSQL pool lent out now, summed over the serving processes.",
+            ["pool"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.max_size = Gauge(
+            "ledgerline_db_pool_max_size",
+            "The PostgreSQL pool's maximum size, summed over the serving processes.",
+            ["pool"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self._pools: dict[str, tuple[ConnectionPool, Gauge, Gauge, Gauge]] = {}
+
+    def watch(self, name: str, pool: ConnectionPool) -> None:
+        self._pools[name] = (
+            pool,
+            self.size.labels(name),
+            self.in_use.labels(name),
+            self.max_size.labels(name),
+        )
+
+    def refresh(self) -> None:
+        for pool, size, in_use, max_size in self._pools.values():
+            open_connections = pool.get_size()
+            size.set(open_connections)
+            in_use.set(open_connections - pool.get_idle_size())
+            max_size.set(pool.get_max_size())
+
+
 class WorkerMetrics:
     """The background worker's: the outbox (lag, backlog, what the relay
     did with each event), the job pool's occupancy and the jobs' runs.
-    Registered beside the worker port's own HTTP metrics."""
+    Registered beside the worker port's own HTTP metrics. The worker is one
+    process with values in memory, so its gauges may read at scrape time
+    (``set_function``)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.outbox_lag = Gauge(

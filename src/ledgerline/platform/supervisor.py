@@ -7,18 +7,20 @@ workers still alive go on serving. A healthy worker is never stopped for a
 sibling's failure. The supervisor gives up (stops and exits 1) only when no
 worker is alive and none can ever serve: a worker said so (a configuration
 the dependencies refuse), or workers keep crashing for other reasons. A
-worker whose supervisor is gone stops too."""
+worker whose supervisor is gone stops too. The caller may give the workers
+variables of their own environment, and hear of every worker that ends."""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import multiprocessing
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
@@ -60,13 +62,21 @@ class Supervisor:
         shutdown_timeout: float,
         *,
         backoff_max: float = BACKOFF_MAX_SECONDS,
+        environment: Mapping[str, str] | None = None,
+        on_exit: Callable[[int], None] | None = None,
     ) -> None:
         """``shutdown_timeout``: how long a worker may take, from SIGTERM, to
-        finish its requests (drain included); its clean-up gets a margin."""
+        finish its requests (drain included); its clean-up gets a margin.
+        ``environment``: variables set in each worker's environment from its
+        first instruction (this process's own is left as it was).
+        ``on_exit``: called with the pid of each worker that ended, once it
+        has, before any replacement starts."""
         self._target = target
         self._args = args
         self._timeout = shutdown_timeout
         self._backoff_max = backoff_max
+        self._environment = dict(environment or {})
+        self._on_exit = on_exit
         self._ctx = multiprocessing.get_context("spawn")
         self._slots = [_Slot() for _ in range(workers)]
         # A plain flag, set from a signal handler: an Event's lock could be
@@ -106,7 +116,8 @@ class Supervisor:
         resource_tracker.ensure_running()
         held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
-            proc.start()
+            with _environment(self._environment):
+                proc.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
         slot.proc, slot.started_at = proc, time.monotonic()
@@ -129,6 +140,7 @@ class Supervisor:
     def _note_death(self, slot: _Slot, proc: BaseProcess, now: float) -> bool:
         code = proc.exitcode
         slot.proc = None
+        self._ended(proc)
         if now - slot.started_at >= BACKOFF_RESET_SECONDS:
             slot.backoff = 0.0  # it had recovered: this is a new failure
         slot.backoff = min(self._backoff_max, slot.backoff * 2 or BACKOFF_INITIAL_SECONDS)
@@ -157,6 +169,10 @@ class Supervisor:
         )
         return True
 
+    def _ended(self, proc: BaseProcess) -> None:
+        if self._on_exit is not None and proc.pid is not None:
+            self._on_exit(proc.pid)
+
     def stop(self) -> None:
         """What SIGTERM does, for a caller in another thread."""
         self._stopping = True
@@ -180,6 +196,7 @@ class Supervisor:
                 self._log.error("worker missed the shutdown deadline; killing it", pid=proc.pid)
                 proc.kill()
                 proc.join()
+            self._ended(proc)
             if proc.exitcode == -signal.SIGTERM:
                 # Killed by the SIGTERM itself: it had no handler yet, so it
                 # had not begun to serve (the handlers come first). Nothing lost.
@@ -191,6 +208,22 @@ class Supervisor:
                 self._log.error("worker did not stop cleanly", pid=proc.pid, exitcode=proc.exitcode)
                 failed += 1
         return 0 if failed == 0 else 1
+
+
+@contextlib.contextmanager
+def _environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """``variables`` in this process's environment meanwhile: a spawned
+    worker inherits the environment as it is when it starts."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _reason(code: int | None) -> str:
