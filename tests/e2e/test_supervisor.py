@@ -108,14 +108,38 @@ async def test_a_stop_while_the_database_does_not_answer_ends_the_start_up(
         LEDGERLINE_DATABASE_URL=database_url,
         LEDGERLINE_JWT_SECRET=JWT_SECRET,
     )
-    await asyncio.sleep(5)  # imported, and waiting on the database
-    assert service.proc.poll() is None, service.log.read_text()[-3000:]
+    # Imported, and waiting on the database: as many connections to it as
+    # serving processes (however long the imports take on a busy machine).
+    port = urlsplit(database_url).port
+    deadline = time.monotonic() + 60
+    while _connections_to(service.proc.pid, port) < int(workers):
+        assert service.proc.poll() is None, service.log.read_text()[-3000:]
+        assert time.monotonic() < deadline, service.log.read_text()[-3000:]
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # and past the first moment of the connect
     started = time.monotonic()
     service.proc.send_signal(signal.SIGTERM)
     status = await asyncio.to_thread(service.proc.wait, 60)
     assert status == 0, service.log.read_text()[-3000:]
     assert time.monotonic() - started < 10
     assert "stopped before starting" in service.log.read_text()
+
+
+def _connections_to(pid: int, port: int | None) -> int:
+    """Processes of ``pid``'s tree with a TCP connection to ``port``."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    connected = 0
+    for process in tree:
+        try:
+            sockets = process.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        connected += any(c.raddr and c.raddr.port == port for c in sockets)
+    return connected
 
 
 async def _all_listening(service: Service, workers: int) -> None:
