@@ -376,3 +376,31 @@ def _stop_when_started(supervisor: Supervisor, tmp: Path, workers: int) -> None:
     while len(list(tmp.glob("env-*"))) < workers and time.monotonic() < deadline:
         time.sleep(0.05)
     supervisor.stop()
+
+
+def test_a_failing_end_report_is_logged_and_supervision_goes_on(tmp_path: Path) -> None:
+    """``on_exit`` raising (a damaged metrics file, say) takes neither the
+    supervisor nor its workers down: the worker is still replaced, and the
+    stop is still a clean one."""
+    reported: list[int] = []
+
+    def on_exit(pid: int) -> None:
+        reported.append(pid)
+        raise OSError("the end of a worker could not be recorded")
+
+    supervisor = Supervisor(
+        reports_its_environment,
+        (tmp_path, "LEDGERLINE_TEST_SUPERVISOR_VARIABLE"),
+        1,
+        5.0,
+        backoff_max=0.2,
+        on_exit=on_exit,
+    )
+    stopper = threading.Thread(target=_stop_when_started, args=(supervisor, tmp_path, 2))
+    stopper.start()
+    try:
+        assert supervisor.run() == 0
+    finally:
+        stopper.join()
+    assert len(list(tmp_path.glob("env-*"))) == 2  # the first ended, a second replaced it
+    assert len(reported) == 2

@@ -11,6 +11,8 @@ import secrets
 from collections.abc import AsyncIterator
 
 import asyncpg
+import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
@@ -19,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from ledgerline.main.core import Core
 from ledgerline.main.runtime import Runtime
+from ledgerline.main.serve import http_app
 from ledgerline.platform.tracing import Tracing
 from ledgerline.usecase.users import Registration
 from ledgerline.v1 import payments_pb2, users_pb2, wallet_pb2
@@ -160,3 +163,36 @@ async def test_a_call_in_an_unsampled_trace_makes_no_spans_and_stores_its_contex
     )
     # The caller's decision travels on: a consumer continues the trace unsampled.
     assert json.loads(stored)["traceparent"].split("-")[1:4:2] == [trace_id, "00"]
+
+
+def _every_text(span: ReadableSpan) -> list[str]:
+    """What a span exports as text: name, status, attributes, events."""
+    texts = [span.name, span.status.description or ""]
+    texts += [f"{k}={v!s}" for k, v in (span.attributes or {}).items()]
+    for event in span.events:
+        texts += [event.name, *(f"{k}={v!s}" for k, v in (event.attributes or {}).items())]
+    return texts
+
+
+async def test_spans_carry_no_email_from_a_refused_registration_or_a_query_string(
+    traced: tuple[Stubs, Core], exporter: InMemorySpanExporter
+) -> None:
+    """A unique violation's detail names the row's email, and a query
+    string may carry one: neither reaches a span."""
+    stubs, core = traced
+    register = users_pb2.RegisterRequest(email="eve@example.com", password=PASSWORD, name="Eve")
+    await stubs.users.Register(register)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stubs.users.Register(register)
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=http_app(core)), base_url="http://ledgerline.test"
+    ) as client:
+        found = await client.get("/v1/users", params={"email": "eve@example.com"})
+    assert found.status_code == 401
+    spans = exporter.get_finished_spans()
+    names = {span.name for span in spans}
+    assert {"INSERT users", "UserService.register", "GET /v1/users"} <= names
+    failed = [s for s in spans if s.name == "INSERT users" and s.status.description]
+    assert failed, "the refused INSERT is marked failed"
+    assert all("eve@example.com" not in text for s in spans for text in _every_text(s))

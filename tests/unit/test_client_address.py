@@ -40,6 +40,8 @@ def test_address_as_peers_and_proxies_write_it(text: str, address: str | None) -
 GRPC_PEERS: dict[str, tuple[str, str | None]] = {
     "ipv4": ("ipv4:127.0.0.1:50432", "127.0.0.1"),
     "ipv6": ("ipv6:[::1]:50432", "::1"),
+    "ipv6-as-grpcio-writes-it": ("ipv6:%5B2001:db8::7%5D:50432", "2001:db8::7"),
+    "ipv6-mapped-encoded": ("ipv6:%5B::ffff:192.0.2.9%5D:50432", "192.0.2.9"),
     "ipv6-mapped": ("ipv6:[::ffff:10.1.2.3]:50432", "10.1.2.3"),
     "unix-socket": ("unix:/run/ledgerline.sock", None),
     "unknown-family": ("vsock:3:50051", None),

@@ -39,6 +39,18 @@ def test_the_email_key_is_a_hash_that_holds_no_address() -> None:
     assert key != email_key("bob@example.com")
 
 
+def test_the_email_key_depends_on_the_pepper() -> None:
+    """Without the pepper, a guessed address cannot be checked against the
+    keys in Redis: the same email under another pepper is another key, and
+    under none it is not its plain SHA-256 either."""
+    import hashlib
+
+    keyed = email_key("ada@example.com", b"pepper one")
+    assert keyed == email_key("ADA@example.com", b"pepper one")
+    assert keyed != email_key("ada@example.com", b"pepper two")
+    assert keyed != hashlib.sha256(b"ada@example.com").hexdigest()[:32]
+
+
 ADDRESSES: dict[str, tuple[str, str, bool]] = {
     # id: (one, other, same key)
     "ipv4-same": ("192.0.2.7", "192.0.2.7", True),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -275,6 +276,11 @@ class Core:
             rules,
             timeout=s.rate_limit_timeout_seconds,
             key_prefix=s.rate_limit_key_prefix,
+            # Shared by every serving process (the JWT secret must be), and
+            # derived, so that neither key says anything of the other.
+            pepper=hmac.digest(
+                self.runtime.jwt_secret.encode(), b"ledgerline rate-limit keys", "sha256"
+            ),
         )
 
     async def _lock_manager(self, probes: dict[str, Probe]) -> LockManager:

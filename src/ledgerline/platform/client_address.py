@@ -5,6 +5,7 @@ recorded in ``X-Forwarded-For``. One rule for REST and gRPC."""
 from __future__ import annotations
 
 import ipaddress
+import urllib.parse
 from collections.abc import Iterable, Sequence
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -32,11 +33,12 @@ def parse_address(text: str) -> IPAddress | None:
 
 def parse_grpc_peer(peer: str) -> IPAddress | None:
     """The address in grpc's ``context.peer()``: ``ipv4:192.0.2.7:4711``,
-    ``ipv6:[2001:db8::1]:4711``; None for ``unix:...`` and the like."""
+    ``ipv6:[2001:db8::1]:4711``, which grpcio writes percent-encoded
+    (``ipv6:%5B::1%5D:4711``); None for ``unix:...`` and the like."""
     family, _, rest = peer.partition(":")
     if family not in ("ipv4", "ipv6"):
         return None
-    return parse_address(rest)
+    return parse_address(urllib.parse.unquote(rest))
 
 
 class TrustedProxies:

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from ledgerline.domain.errors import DomainError
 from ledgerline.domain.ports import Lease, LockManager
 from ledgerline.platform.tracing import watching_replays
 
@@ -368,8 +369,8 @@ class BusinessMetrics:
                 try:
                     result = await method(*args, **kwargs)
                 except Exception as exc:
-                    code = getattr(exc, "code", "internal")
-                    count(_SHORT_CODES.get(code, code) if isinstance(code, str) else "internal")
+                    code = exc.code if isinstance(exc, DomainError) else "internal"
+                    count(_SHORT_CODES.get(code, code))
                     raise
                 if was_replayed():
                     count("replayed")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import ipaddress
 import math
 import time
@@ -102,7 +103,11 @@ class RateLimiter:
         pool: redis.ConnectionPool | None = None,
         logger: Logger | None = None,
         back_off: float = BACK_OFF_SECONDS,
+        pepper: bytes = b"",
     ) -> None:
+        """``pepper``: the key of the hash emails are counted under, so that
+        whoever reads the storage cannot test guessed addresses against it."""
+        self._pepper = pepper
         self._window = None if storage is None else MovingWindowRateLimiter(storage)
         self._rules = rules
         self._timeout = timeout
@@ -133,6 +138,7 @@ class RateLimiter:
         timeout: float,
         key_prefix: str,
         back_off: float = BACK_OFF_SECONDS,
+        pepper: bytes = b"",
     ) -> RateLimiter:
         """Counts shared through the Redis at ``url`` (redis://, rediss:// or
         unix://), under keys that start with ``key_prefix``. Connects on
@@ -150,7 +156,7 @@ class RateLimiter:
             # Typed narrowly by limits, but handed to redis.asyncio.Redis.
             connection_pool=pool,  # type: ignore[arg-type]
         )
-        return cls(storage, rules, timeout=timeout, pool=pool, back_off=back_off)
+        return cls(storage, rules, timeout=timeout, pool=pool, back_off=back_off, pepper=pepper)
 
     def observe(self, observer: RateLimitObserver) -> None:
         """Reports refusals and unchecked calls to ``observer`` from now on."""
@@ -164,7 +170,9 @@ class RateLimiter:
             await self._hit(
                 "login_per_address", self._rules.login_per_address, address_key(address)
             )
-        await self._hit("login_per_email", self._rules.login_per_email, email_key(email))
+        await self._hit(
+            "login_per_email", self._rules.login_per_email, email_key(email, self._pepper)
+        )
 
     async def check_registration(self, address: IPAddress | None) -> None:
         if address is not None:
@@ -258,14 +266,17 @@ class RateLimiter:
             self._pool = None
 
 
-def email_key(email: str) -> str:
+def email_key(email: str, pepper: bytes = b"") -> str:
     """One key per address however it is spelled (the domain's key: case,
-    Unicode normalisation, IDNA), hashed so that Redis holds no emails."""
+    Unicode normalisation, IDNA), hashed with the key ``pepper`` (HMAC-SHA256)
+    so that Redis holds no emails, nor anything a guessed one can be checked
+    against without the pepper."""
     try:
         key = Email.parse(email).key
     except InvalidArgumentError:  # a login with it fails, but it still counts
         key = unicodedata.normalize("NFC", email.strip()).lower()
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    digest = hmac.new(pepper, key.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return digest.hexdigest()[:32]
 
 
 def address_key(address: IPAddress) -> str:

@@ -170,8 +170,15 @@ class Supervisor:
         return True
 
     def _ended(self, proc: BaseProcess) -> None:
+        """Tells ``on_exit``; what it raises is logged, never let through:
+        the workers still alive must be supervised, and stopped, as ever."""
         if self._on_exit is not None and proc.pid is not None:
-            self._on_exit(proc.pid)
+            try:
+                self._on_exit(proc.pid)
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                self._log.error(
+                    "a worker's end could not be recorded", pid=proc.pid, error=repr(exc)
+                )
 
     def stop(self) -> None:
         """What SIGTERM does, for a caller in another thread."""

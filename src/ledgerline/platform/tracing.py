@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import inspect
 import os
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,10 +34,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.sdk.trace.sampling import (
-    _KNOWN_SAMPLERS,  # the names OTEL_TRACES_SAMPLER takes
-)
-from opentelemetry.trace import Link, SpanKind, Tracer
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ledgerline.domain.events import OutboxEvent
@@ -47,6 +45,19 @@ INSTRUMENTATION_NAME = "ledgerline"
 _W3C = TraceContextTextMapPropagator()
 _PROTOCOLS = ("http/protobuf", "grpc")
 _EXPORTERS = ("otlp", "console", "none")
+# The values OTEL_TRACES_SAMPLER takes (the SDK's own list is private).
+_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+# How long a stopping process waits for its last spans to be exported: an
+# exporter whose collector is away would otherwise retry past the shutdown
+# budget (its own timeout is 10 s, then the batch processor's 30 s).
+FLUSH_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -72,15 +83,21 @@ class Tracing:
         provider.add_span_processor(processor)
         return cls(provider, provider.get_tracer(INSTRUMENTATION_NAME))
 
-    def shutdown(self) -> None:
-        """Exports what is still batched, then stops the export thread."""
-        self.provider.shutdown()
+    def shutdown(self, timeout: float = FLUSH_SECONDS) -> None:
+        """Exports what is still batched, then stops the export thread,
+        waiting no longer than ``timeout``: spans are not worth a stop past
+        its deadline (a collector that does not answer keeps the rest)."""
+        closing = threading.Thread(target=self.provider.shutdown, daemon=True)
+        closing.start()
+        closing.join(timeout)
 
 
 def tracing_from_environment(environ: Mapping[str, str] | None = None) -> Tracing | None:
     """The process's tracing as the ``OTEL_*`` variables configure it, or
     None when it is off. Raises TracingConfigError for a value it cannot
-    use, so that the process stops at start naming the variable."""
+    use, so that the process stops at start naming the variable. (The
+    SDK's sampler, exporters and batching read the process's environment
+    themselves: ``environ`` only decides whether tracing is on.)"""
     env = os.environ if environ is None else environ
     exporters = check_tracing_environment(env)
     if not exporters:
@@ -125,9 +142,9 @@ def _exporter_names(env: Mapping[str, str]) -> list[str]:
 
 def _check_sampler(env: Mapping[str, str]) -> None:
     sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower()
-    if sampler and sampler not in _KNOWN_SAMPLERS:
+    if sampler and sampler not in _SAMPLERS:
         raise TracingConfigError(
-            f"OTEL_TRACES_SAMPLER: {sampler!r} is not one of {', '.join(sorted(_KNOWN_SAMPLERS))}"
+            f"OTEL_TRACES_SAMPLER: {sampler!r} is not one of {', '.join(_SAMPLERS)}"
         )
     argument = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
     if argument and "ratio" in sampler:
@@ -232,14 +249,29 @@ def traced_methods(service: T, tracer: Tracer | None, component: str) -> T:
     return service
 
 
+def failed(span: trace.Span, exc: BaseException) -> None:
+    """Marks ``span`` as failed by the type of ``exc`` alone. Not its
+    message, nor a traceback: the driver's errors carry the rows' values
+    (an email in a unique violation's detail), which traces must not."""
+    name = type(exc).__name__
+    span.set_status(Status(StatusCode.ERROR, name))
+    span.set_attribute("error.type", getattr(exc, "code", None) or name)
+
+
 def _in_span(
     tracer: Tracer, name: str, method: Callable[..., Awaitable[Any]]
 ) -> Callable[..., Awaitable[Any]]:
     async def traced(*args: Any, **kwargs: Any) -> Any:
         if in_unsampled_trace():
             return await method(*args, **kwargs)
-        with tracer.start_as_current_span(name):
-            return await method(*args, **kwargs)
+        with tracer.start_as_current_span(
+            name, record_exception=False, set_status_on_exception=False
+        ) as current:
+            try:
+                return await method(*args, **kwargs)
+            except Exception as exc:
+                failed(current, exc)
+                raise
 
     traced.__name__ = getattr(method, "__name__", name)
     traced.__doc__ = method.__doc__

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from opentelemetry.trace import TracerProvider
+from opentelemetry.trace import Span, TracerProvider
 from starlette.types import ASGIApp, Scope
 
 from ledgerline.delivery.http.auth import bearer_authenticator, document_security
@@ -101,12 +101,29 @@ def traced_app(app: ASGIApp, provider: TracerProvider) -> ASGIApp:
         app,
         excluded_urls=",".join(UNTRACED_PATHS),
         default_span_details=_span_details,
+        server_request_hook=_without_query,
         tracer_provider=provider,
         exclude_spans=["receive", "send"],
     )
 
 
 UNTRACED_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+def _without_query(span: Span, scope: Scope) -> None:
+    """The request's URL without its query string, which may carry what
+    traces must not (``/v1/users?email=...``)."""
+    recorded = getattr(span, "attributes", None) or {}
+    for attribute in ("http.url", "url.full"):
+        if attribute in recorded:
+            span.set_attribute(attribute, _url_without_query(scope))
+    if "url.query" in recorded:
+        span.set_attribute("url.query", "")
+
+
+def _url_without_query(scope: Scope) -> str:
+    host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{scope['path']}"
 
 
 def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:

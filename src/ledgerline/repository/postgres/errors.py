@@ -45,7 +45,9 @@ def translate_errors() -> Iterator[None]:
         known = CONSTRAINT_ERRORS.get(name or "")
         if known is None:
             raise
-        raise type(known)(known.message) from exc
+        # Not chained: the driver's detail names the row's values (an
+        # email), which would follow the error into tracebacks and spans.
+        raise type(known)(known.message) from None
     except (asyncpg.QueryCanceledError, asyncpg.LockNotAvailableError, TimeoutError) as exc:
         # A cancelled query, a lock wait past the deadline's lock_timeout,
         # or the driver's timeout: the caller's deadline ran out.
