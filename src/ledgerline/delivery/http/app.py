@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from opentelemetry.trace import Span, TracerProvider
-from starlette.types import ASGIApp, Scope
+from opentelemetry.trace import TracerProvider
+from starlette.types import ASGIApp
 
 from ledgerline.delivery.http.auth import bearer_authenticator, document_security
 from ledgerline.delivery.http.docs import docs_router
@@ -70,65 +69,28 @@ def create_http_app(deps: HTTPDependencies) -> ASGIApp:
     authenticate = bearer_authenticator(deps.users)
     routers = [
         operations_router(deps.readiness, deps.metrics),
-        docs_router(api.title, OPENAPI_URL),
         *users_routers(deps.users, authenticate, deps.rate_limiter, deps.trusted_proxies),
         *payments_routers(deps.payments, authenticate),
+        # Last: routes are matched in order, and the API's are the hot ones.
+        docs_router(api.title, OPENAPI_URL),
     ]
     for router in routers:
         # Flat, not include_router(): this FastAPI keeps an included router
         # as one more dispatch layer on every request. The routes already
         # carry their prefix, responses and route class.
         api.router.routes.extend(router.routes)
-    envelope = RequestEnvelope(
+    return RequestEnvelope(
         api,
         metrics=deps.metrics,
         logger=deps.logger,
         access_log=access_log("ledgerline.http"),
         request_timeout=deps.request_timeout,
         max_body_bytes=MAX_BODY_BYTES,
-        traced=deps.tracer_provider is not None,
-    )
-    if deps.tracer_provider is None:
-        return envelope
-    return traced_app(envelope, deps.tracer_provider)
-
-
-def traced_app(app: ASGIApp, provider: TracerProvider) -> ASGIApp:
-    """Each request in a server span whose parent is the request's W3C
-    ``traceparent``, if any. The probes and /metrics are not traced, and
-    neither is each ASGI message (one span per request, not per chunk)."""
-    return OpenTelemetryMiddleware(
-        app,
-        excluded_urls=",".join(UNTRACED_PATHS),
-        default_span_details=_span_details,
-        server_request_hook=_without_query,
-        tracer_provider=provider,
-        exclude_spans=["receive", "send"],
+        tracer=None if deps.tracer_provider is None else deps.tracer_provider.get_tracer(TRACER),
     )
 
 
-UNTRACED_PATHS = ("/healthz", "/readyz", "/metrics")
-
-
-def _without_query(span: Span, scope: Scope) -> None:
-    """The request's URL without its query string, which may carry what
-    traces must not (``/v1/users?email=...``)."""
-    recorded = getattr(span, "attributes", None) or {}
-    for attribute in ("http.url", "url.full"):
-        if attribute in recorded:
-            span.set_attribute(attribute, _url_without_query(scope))
-    if "url.query" in recorded:
-        span.set_attribute("url.query", "")
-
-
-def _url_without_query(scope: Scope) -> str:
-    host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
-    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{scope['path']}"
-
-
-def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
-    # Named by method until the route is known (middleware.py names it then).
-    return str(scope.get("method", "HTTP")), {}
+TRACER = "ledgerline.http"
 
 
 def create_operations_app(
