@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+import redis
 
 from ledgerline.platform.database import EmbeddedPostgres, migrate
 from ledgerline.platform.eventbus import EventBusSettings
@@ -190,6 +191,17 @@ def bus(nats_url: str | None) -> Iterator[Bus]:
     settings = EventBusSettings(url=url, stream=f"TEST_{tag}", subject_prefix=f"t{tag}.events")
     yield Bus(url, settings)
     asyncio.run(Bus(url, settings).delete())
+
+
+def delete_redis_keys(url: str, prefix: str) -> None:
+    """What a test wrote to the shared Redis under its own key prefix."""
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 def require_redis(redis_url: str | None) -> str:

@@ -15,10 +15,9 @@ import grpc
 import httpx
 import psutil
 import pytest
-import redis
 
 from ledgerline.v1 import users_pb2, users_pb2_grpc
-from tests.conftest import require_redis
+from tests.conftest import delete_redis_keys, require_redis
 from tests.e2e.conftest import JWT_SECRET, Service
 
 pytestmark = pytest.mark.e2e
@@ -37,13 +36,7 @@ def key_prefix(redis_url: str | None) -> Iterator[str]:
     url = require_redis(redis_url)
     prefix = f"test-e2e-rate-limit-{uuid.uuid4().hex[:12]}"
     yield prefix
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_redis_keys(url, prefix)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import asyncpg
 import grpc
 import httpx
 import pytest
-import redis
 from prometheus_client import CollectorRegistry
 
 from ledgerline.main.core import Core
@@ -26,7 +25,7 @@ from ledgerline.main.runtime import Runtime
 from ledgerline.platform.metrics import RateLimitMetrics
 from ledgerline.platform.ratelimit import RateLimiter, RateLimitRules
 from ledgerline.v1 import users_pb2
-from tests.conftest import require_redis
+from tests.conftest import delete_redis_keys, require_redis
 from tests.integration.conftest import JWT_SECRET, PASSWORD, cheap_settings, rest_client
 from tests.integration.http_helpers import assert_error
 from tests.integration.test_grpc import Stubs, grpc_serving, status_of
@@ -46,17 +45,7 @@ def storage(request: pytest.FixtureRequest, redis_url: str | None) -> Iterator[S
     prefix = f"test-rate-limit-{uuid.uuid4().hex[:12]}"
     # A busy test machine must not make the limiter pass calls unchecked.
     yield {"redis_url": url, "rate_limit_key_prefix": prefix, "rate_limit_timeout_seconds": 2.0}
-    _delete_keys(url, prefix)
-
-
-def _delete_keys(url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_redis_keys(url, prefix)
 
 
 @dataclass
@@ -322,7 +311,7 @@ async def test_limiters_on_one_redis_share_the_count(
                 *(login((one, two)[i % 2].rest, "ada@example.com") for i in range(12))
             )
     finally:
-        _delete_keys(url, prefix)
+        delete_redis_keys(url, prefix)
 
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [401] * 5 + [429] * 7
