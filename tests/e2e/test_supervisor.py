@@ -358,17 +358,23 @@ def test_workers_get_the_environment_given_and_each_end_is_reported(tmp_path: Pa
         environment={name: "given"},
         on_exit=on_exit,
     )
-    stopper = threading.Thread(target=_stop_when_started, args=(supervisor, tmp_path, 2))
-    stopper.start()
-    try:
-        assert supervisor.run() == 0
-    finally:
-        stopper.join()
+    assert _run_until_replaced(supervisor, tmp_path) == 0
     assert name not in os.environ
     reports = sorted(tmp_path.glob("env-*"), key=lambda p: p.stat().st_mtime_ns)
     assert [p.read_text() for p in reports] == ["given", "given"]
     first, second = (int(p.name.removeprefix("env-")) for p in reports)
     assert ended == [(first, [f"env-{first}"]), (second, sorted([f"env-{first}", f"env-{second}"]))]
+
+
+def _run_until_replaced(supervisor: Supervisor, tmp: Path) -> int:
+    """Runs ``supervisor`` (one worker, ``reports_its_environment``) until
+    its first worker died and a second one started, then stops it."""
+    stopper = threading.Thread(target=_stop_when_started, args=(supervisor, tmp, 2))
+    stopper.start()
+    try:
+        return supervisor.run()
+    finally:
+        stopper.join()
 
 
 def _stop_when_started(supervisor: Supervisor, tmp: Path, workers: int) -> None:
@@ -396,11 +402,6 @@ def test_a_failing_end_report_is_logged_and_supervision_goes_on(tmp_path: Path) 
         backoff_max=0.2,
         on_exit=on_exit,
     )
-    stopper = threading.Thread(target=_stop_when_started, args=(supervisor, tmp_path, 2))
-    stopper.start()
-    try:
-        assert supervisor.run() == 0
-    finally:
-        stopper.join()
+    assert _run_until_replaced(supervisor, tmp_path) == 0
     assert len(list(tmp_path.glob("env-*"))) == 2  # the first ended, a second replaced it
     assert len(reported) == 2

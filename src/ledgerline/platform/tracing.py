@@ -258,20 +258,39 @@ def failed(span: trace.Span, exc: BaseException) -> None:
     span.set_attribute("error.type", getattr(exc, "code", None) or name)
 
 
+@contextlib.contextmanager
+def span_of(
+    tracer: Tracer,
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, str] | None = None,
+) -> Iterator[trace.Span]:
+    """A current span around the block; an exception out of it marks the
+    span failed by its type alone (``failed``), never recording its message
+    or traceback."""
+    with tracer.start_as_current_span(
+        name,
+        kind=kind,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as current:
+        try:
+            yield current
+        except Exception as exc:
+            failed(current, exc)
+            raise
+
+
 def _in_span(
     tracer: Tracer, name: str, method: Callable[..., Awaitable[Any]]
 ) -> Callable[..., Awaitable[Any]]:
     async def traced(*args: Any, **kwargs: Any) -> Any:
         if in_unsampled_trace():
             return await method(*args, **kwargs)
-        with tracer.start_as_current_span(
-            name, record_exception=False, set_status_on_exception=False
-        ) as current:
-            try:
-                return await method(*args, **kwargs)
-            except Exception as exc:
-                failed(current, exc)
-                raise
+        with span_of(tracer, name):
+            return await method(*args, **kwargs)
 
     traced.__name__ = getattr(method, "__name__", name)
     traced.__doc__ = method.__doc__

@@ -139,8 +139,7 @@ class RequestEnvelope:
                 await send_error(send_with_id, 500, "internal", INTERNAL_MESSAGE)
         finally:
             elapsed = time.perf_counter() - started_at
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = _route_template(scope)
             self._metrics.observe(scope["method"], template, status, elapsed)
             self._access_log(
                 scope["method"],
@@ -166,13 +165,19 @@ def _incoming_context(scope: Scope) -> Context | None:
     return context_from(carrier)
 
 
+def _route_template(scope: Scope) -> str:
+    """The path template of the route that answered, never the path itself
+    (metrics and span names stay bounded)."""
+    return getattr(scope.get("route"), "path", None) or "unmatched"
+
+
 def _name_span(span: Span, scope: Scope, status: int) -> None:
     """The server span by route template, not path (low cardinality), with
     the status; a 5xx marks it failed."""
     span.set_attribute("http.response.status_code", status)
     if status >= 500:
         span.set_status(Status(StatusCode.ERROR))
-    template = getattr(scope.get("route"), "path", None) or "unmatched"
+    template = _route_template(scope)
     span.update_name(f"{scope['method']} {template}")
     span.set_attribute("http.route", template)
 

@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from ledgerline.platform.database import PoolExecutor
 from ledgerline.platform.deadline import remaining
-from ledgerline.platform.tracing import failed, in_unsampled_trace
+from ledgerline.platform.tracing import in_unsampled_trace, span_of
 from ledgerline.repository.postgres.errors import translate_errors
 
 Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
@@ -58,22 +58,20 @@ class Database:
         return Database(connection, self.tracer)
 
     async def _run(self, method: str, query: str, args: tuple[object, ...]) -> Any:
+        run = getattr(self._db, method)
         if self.tracer is None or in_unsampled_trace():
             with translate_errors():
-                return await getattr(self._db, method)(query, *args, timeout=remaining())
-        with self.tracer.start_as_current_span(
-            _span_name(query),
-            kind=SpanKind.CLIENT,
-            attributes={"db.system": "postgresql", "db.statement": query},
-            record_exception=False,  # the driver's errors carry the rows' values
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                with translate_errors():
-                    return await getattr(self._db, method)(query, *args, timeout=remaining())
-            except Exception as exc:
-                failed(span, exc)
-                raise
+                return await run(query, *args, timeout=remaining())
+        with (
+            span_of(
+                self.tracer,
+                _span_name(query),
+                kind=SpanKind.CLIENT,
+                attributes={"db.system": "postgresql", "db.statement": query},
+            ),
+            translate_errors(),
+        ):
+            return await run(query, *args, timeout=remaining())
 
     async def execute(self, query: str, *args: object) -> str:
         status: str = await self._run("execute", query, args)
