@@ -13,13 +13,17 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from ledgerline.domain.events import UserRegistered
 from ledgerline.domain.ports import NewUserRow
 from ledgerline.domain.user import Email
 from ledgerline.main.core import Core
+from ledgerline.platform.tracing import Tracing
 from ledgerline.repository.postgres.outbox import PostgresOutbox
-from ledgerline.repository.postgres.user_import import PostgresUserImportSink
+from ledgerline.repository.postgres.user_import import STAGING_TABLE, PostgresUserImportSink
 from ledgerline.repository.postgres.users import PostgresUserRepository
 from ledgerline.usecase.user_import import time_ordered_ids
 from ledgerline.usecase.users import Registration
@@ -243,3 +247,31 @@ async def test_a_batch_whose_predecessor_failed_rolls_back(pool: asyncpg.Pool) -
         )
 
     assert await _counts(pool) == (0, 0, 0)
+
+
+async def test_a_traced_batch_is_a_span_per_statement_copy_included(pool: asyncpg.Pool) -> None:
+    """The loader runs its SQL through the repositories' one executor: with
+    a tracer, each statement of the batch (the COPY too) is a client span."""
+    exporter = InMemorySpanExporter()
+    tracing = Tracing.with_processor(SimpleSpanProcessor(exporter))
+    try:
+        sink = PostgresUserImportSink(pool, tracing.tracer)
+        with tracing.tracer.start_as_current_span("import batch") as batch:
+            assert await sink.load([_row(2, "ada@example.com")], AT) == (1, 0)
+        spans = exporter.get_finished_spans()
+    finally:
+        tracing.shutdown()
+
+    children = [s for s in spans if s.parent is not None]
+    assert [s.name for s in children] == [
+        "BEGIN",
+        "CREATE",
+        f"COPY {STAGING_TABLE}",
+        "WITH users",
+        "COMMIT",
+    ]
+    for span in children:
+        assert span.kind is SpanKind.CLIENT
+        assert span.context.trace_id == batch.get_span_context().trace_id
+        assert span.attributes is not None
+        assert span.attributes["db.system"] == "postgresql"

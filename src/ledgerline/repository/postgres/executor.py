@@ -9,6 +9,7 @@ and, when tracing is on, one client span per statement."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -43,9 +44,10 @@ def _span_name(query: str) -> str:
 
 
 class Database:
-    """asyncpg's execute/fetch/fetchrow/fetchval, minus ``timeout=``: each
-    gets what the deadline leaves, raises domain errors (errors.py) for
-    what the database refuses, and is a span when a tracer is given."""
+    """asyncpg's execute/fetch/fetchrow/fetchval (and, on a connection,
+    copy_records_to_table), minus ``timeout=``: each gets what the deadline
+    leaves, raises domain errors (errors.py) for what the database refuses,
+    and is a span when a tracer is given."""
 
     __slots__ = ("_db", "tracer")
 
@@ -87,6 +89,35 @@ class Database:
 
     async def fetchval(self, query: str, *args: object) -> Any:
         return await self._run("fetchval", query, args)
+
+    async def copy_records_to_table(
+        self, table: str, records: Iterable[Sequence[object]], columns: Sequence[str]
+    ) -> str:
+        """Binary COPY of ``records`` into ``table``, on a connection (a
+        pool has no COPY that a unit of work could share)."""
+        db = self._db
+        if isinstance(db, PoolExecutor):
+            raise TypeError("COPY runs on a connection, not on the pool")
+
+        async def copy() -> str:
+            status: str = await db.copy_records_to_table(
+                table, records=records, columns=columns, timeout=remaining()
+            )
+            return status
+
+        if self.tracer is None or in_unsampled_trace():
+            with translate_errors():
+                return await copy()
+        with (
+            span_of(
+                self.tracer,
+                f"COPY {table}",
+                kind=SpanKind.CLIENT,
+                attributes={"db.system": "postgresql", "db.statement": f"COPY {table}"},
+            ),
+            translate_errors(),
+        ):
+            return await copy()
 
 
 def database(db: Executor | Database) -> Database:

@@ -27,12 +27,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
+from opentelemetry.trace import Tracer
 
 from ledgerline.domain.events import UserRegistered
 from ledgerline.domain.ports import NewUserRow
 from ledgerline.platform.database import acquire, release
 from ledgerline.repository.postgres.errors import translated
+from ledgerline.repository.postgres.executor import Database
 
 STAGING_TABLE = "import_users_staging"
 _STAGING_COLUMNS = ("position", "id", "email", "email_key", "name", "password_hash")
@@ -88,8 +89,9 @@ _SUBJECT_PREFIX = f"{UserRegistered.AGGREGATE}s/"
 
 
 class PostgresUserImportSink:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, tracer: Tracer | None = None) -> None:
         self._pool = pool
+        self._db = Database(pool, tracer)
 
     @translated
     async def load(
@@ -100,17 +102,18 @@ class PostgresUserImportSink:
         commit_after: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[int, int]:
         conn = await acquire(self._pool)
+        db = self._db.on(conn)
         committed = False
         try:
-            await conn.execute("BEGIN")
-            await conn.execute(_CREATE_STAGING)
-            await conn.copy_records_to_table(STAGING_TABLE, records=users, columns=_STAGING_COLUMNS)
-            added: int = await conn.fetchval(
+            await db.execute("BEGIN")
+            await db.execute(_CREATE_STAGING)
+            await db.copy_records_to_table(STAGING_TABLE, users, _STAGING_COLUMNS)
+            added: int = await db.fetchval(
                 _INSERT, at, _EVENT_TYPE, _AGGREGATE_TYPE, _SUBJECT_PREFIX
             )
             if commit_after is not None:
                 await commit_after()
-            await _commit(conn)
+            await _commit(db)
             committed = True
         finally:
             # Not committed: rolled back, or the connection terminated (and
@@ -119,11 +122,11 @@ class PostgresUserImportSink:
         return added, len(users) - added
 
 
-async def _commit(conn: PoolConnectionProxy) -> None:
+async def _commit(db: Database) -> None:
     """Commits, and once the COMMIT is sent sees it to its end: whether it
     took decides what the caller reports, so a cancellation meanwhile is
     put off until the answer is in, then dropped (the work is done)."""
-    commit = asyncio.ensure_future(conn.execute("COMMIT"))
+    commit = asyncio.ensure_future(db.execute("COMMIT"))
     try:
         await asyncio.shield(commit)
     except asyncio.CancelledError:
