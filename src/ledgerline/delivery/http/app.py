@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry.trace import TracerProvider
 from starlette.types import ASGIApp
 
@@ -26,6 +27,16 @@ from ledgerline.usecase.users import UserService
 
 MAX_BODY_BYTES = 64 * 1024
 OPENAPI_URL = "/openapi.json"
+# FastAPI's own OpenTelemetry support, off: the request envelope makes the
+# one server span and the metrics (a second span per request, or exporters
+# set up from FASTAPI_OTEL_AUTO_CONFIGURE, would double them), and the check
+# of the global providers it otherwise makes on every request is skipped.
+NO_FRAMEWORK_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "auto_configure": False,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +66,7 @@ def create_http_app(deps: HTTPDependencies) -> ASGIApp:
         # A path with a trailing slash is simply not a route (404), rather
         # than a bodiless 307 to a Location built from the Host header.
         redirect_slashes=False,
+        telemetry=NO_FRAMEWORK_TELEMETRY,
     )
     install_error_handlers(api)
     generate_openapi = api.openapi
@@ -98,7 +110,13 @@ def create_operations_app(
 ) -> ASGIApp:
     """Only /healthz, /readyz and /metrics, behind the same request envelope:
     the port a process without the API (the worker) is watched on."""
-    api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
+    api = FastAPI(
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+        telemetry=NO_FRAMEWORK_TELEMETRY,
+    )
     install_error_handlers(api)
     api.router.routes.extend(operations_router(readiness, metrics).routes)
     return RequestEnvelope(
