@@ -17,6 +17,15 @@ gives one ratio per comparison; the verdicts are the medians:
 - disabled / baseline: at least 1.0 (with the metrics of --workers N on);
 - sampled 10 % / disabled: within 15 % (>= 0.85).
 
+Beside each run's req/s it reads the CPU time (user + system) that the
+server's processes and PostgreSQL's took, per request: where the time of a
+request goes (the baseline's pool resets each connection on release, which
+PostgreSQL pays for), and a second view of the same comparison. The summary
+gives, per round, the baseline's CPU per request over each server's (>= 1.0:
+no more CPU than the baseline). It is printed beside the throughput
+verdicts, not instead of them, and it drifts with the host too: a process
+that is woken for fewer requests at a time spends more CPU on each.
+
 Everything is on loopback, bounded in time, and stopped in `finally`.
 """
 
@@ -36,6 +45,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import psutil
 
 from bench.run import (
     BENCH_DB,
@@ -99,6 +110,61 @@ class Target:
     name: str
     base: str
     headers: list[str]
+    pid: int
+
+
+@dataclass
+class CPUCost:
+    """CPU microseconds per answered request, over one wrk run."""
+
+    server_us: float
+    postgres_us: float
+
+    @property
+    def total_us(self) -> float:
+        return self.server_us + self.postgres_us
+
+
+def _cpu_seconds(processes: Sequence[psutil.Process]) -> dict[int, float]:
+    seconds: dict[int, float] = {}
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # ended meanwhile: its time is lost to both snapshots
+            continue
+        seconds[process.pid] = times.user + times.system
+    return seconds
+
+
+def _server_tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def _postgres() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds between two snapshots; a process born in between counts
+    from zero."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
+def measure_with_cpu(opts: Options, target: Target) -> tuple[WrkResult, CPUCost]:
+    server_before = _cpu_seconds(_server_tree(target.pid))
+    postgres_before = _cpu_seconds(_postgres())
+    result = measure_get(opts, f"GET /v1/users/me {target.name}", target.base, target.headers)
+    server = _spent(server_before, _cpu_seconds(_server_tree(target.pid)))
+    postgres = _spent(postgres_before, _cpu_seconds(_postgres()))
+    requests = max(result.requests, 1)
+    cost = CPUCost(server * 1e6 / requests, postgres * 1e6 / requests)
+    print(
+        f"    CPU per request: server {cost.server_us:.0f} us, "
+        f"PostgreSQL {cost.postgres_us:.0f} us",
+        flush=True,
+    )
+    return result, cost
 
 
 @contextmanager
@@ -151,6 +217,7 @@ def run(opts: Options, untraced_ref: str) -> int:
         flush=True,
     )
     results: dict[str, list[WrkResult]] = {}
+    costs: dict[str, list[CPUCost]] = {}
     try:
         create_database(opts.admin_url)
         migrate(db_url)
@@ -181,16 +248,17 @@ def run(opts: Options, untraced_ref: str) -> int:
                 base = f"http://127.0.0.1:{port}"
                 cmd = [*command, "serve", "--workers", str(opts.workers), "--port", str(port)]
                 variant_env = {**env, **extra, "LEDGERLINE_GRPC_PORT": str(free_port())}
-                stack.enter_context(
+                proc = stack.enter_context(
                     running(cmd, variant_env, subprocess.DEVNULL, f"{base}/healthz")
                 )
                 token, user_id = _login(base, email, password)
-                targets.append(Target(name, base, [f"Authorization: Bearer {token}"]))
+                headers = [f"Authorization: Bearer {token}"]
+                targets.append(Target(name, base, headers, proc.pid))
             port = free_port()
             base = f"http://127.0.0.1:{port}"
             baseline_env = {**env, "BENCH_DATABASE_URL": db_url, "BENCH_USER_ID": user_id}
             cmd = [sys.executable, "-m", "bench.baseline_app", "--workers", str(opts.workers)]
-            stack.enter_context(
+            proc = stack.enter_context(
                 running(
                     [*cmd, "--port", str(port)],
                     baseline_env,
@@ -201,23 +269,25 @@ def run(opts: Options, untraced_ref: str) -> int:
             status, body = http_json("GET", f"{base}/v1/users/me")
             if status != 200 or set(body) != USER_FIELDS:
                 raise RuntimeError(f"baseline answered {status}: {body}")
-            targets.append(Target("baseline", base, []))
+            targets.append(Target("baseline", base, [], proc.pid))
 
             for target in targets:
                 warm_up(opts, target.name, target.base, target.headers)
             for pair in range(opts.pairs):
                 for target in targets if pair % 2 == 0 else targets[::-1]:
-                    label = f"GET /v1/users/me {target.name}"
-                    result = measure_get(opts, label, target.base, target.headers)
+                    result, cost = measure_with_cpu(opts, target)
                     results.setdefault(target.name, []).append(result)
+                    costs.setdefault(target.name, []).append(cost)
     finally:
         sink.close()
         drop_database(opts.admin_url)
         shutil.rmtree(workdir, ignore_errors=True)
-    return summarize(results, sink.received)
+    return summarize(results, costs, sink.received)
 
 
-def summarize(results: dict[str, list[WrkResult]], exported: int) -> int:
+def summarize(
+    results: dict[str, list[WrkResult]], costs: dict[str, list[CPUCost]], exported: int
+) -> int:
     print()
     print("summary (each ratio from runs of the same round, back to back; verdict: median)")
     failed = any(r.errors for runs in results.values() for r in runs)
@@ -234,6 +304,28 @@ def summarize(results: dict[str, list[WrkResult]], exported: int) -> int:
         verdict = "PASS" if median >= target else "FAIL"
         pairs = ", ".join(f"{q:.3f}" for q in ratios)
         print(f"  {a}/{b}: {pairs}; median {median:.3f} (target >= {target}: {verdict})")
+    print("CPU per request (median of the runs; server's processes + PostgreSQL's)")
+    for name, spent in costs.items():
+        print(
+            f"  {name:<9} server {statistics.median(c.server_us for c in spent):.0f} us"
+            f" + PostgreSQL {statistics.median(c.postgres_us for c in spent):.0f} us"
+            f" = {statistics.median(c.total_us for c in spent):.0f} us"
+        )
+    for name in costs:
+        if name == "baseline":
+            continue
+        ratios = [
+            b.total_us / x.total_us for x, b in zip(costs[name], costs["baseline"], strict=True)
+        ]
+        server = [
+            b.server_us / x.server_us for x, b in zip(costs[name], costs["baseline"], strict=True)
+        ]
+        print(
+            f"  baseline/{name} CPU per request: "
+            + ", ".join(f"{q:.3f}" for q in ratios)
+            + f"; median {statistics.median(ratios):.3f}"
+            + f" (server's processes alone: median {statistics.median(server):.3f})"
+        )
     print(f"  OTLP bytes exported by the sampled service: {exported}")
     if exported == 0:
         print("  the sampled service exported nothing: its tracing was not on")
