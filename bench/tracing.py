@@ -53,7 +53,6 @@ from bench.run import (
     DEFAULT_ADMIN_URL,
     ROOT,
     USER_FIELDS,
-    VENV_BIN,
     Options,
     WrkResult,
     create_database,
@@ -201,6 +200,28 @@ def _login(base: str, email: str, password: str) -> tuple[str, str]:
     return token, str(me["id"])
 
 
+def service_variants(
+    otlp_endpoint: str, untraced_src: Path
+) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """The services compared: the command that runs ``ledgerline`` (to which
+    ``serve ...`` is added), and what each adds to the environment."""
+    ledgerline = [sys.executable, "-m", "ledgerline"]
+    return {
+        "disabled": (ledgerline, {"OTEL_SDK_DISABLED": "true"}),
+        "sampled": (
+            ledgerline,
+            {
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": "0.1",
+            },
+        ),
+        "untraced": (ledgerline, {"PYTHONPATH": str(untraced_src)}),
+    }
+
+
 def run(opts: Options, untraced_ref: str) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
@@ -223,23 +244,7 @@ def run(opts: Options, untraced_ref: str) -> int:
         migrate(db_url)
         with ExitStack() as stack:
             old = stack.enter_context(untraced_checkout(untraced_ref))
-            variants = {
-                "disabled": ([str(VENV_BIN / "ledgerline")], {"OTEL_SDK_DISABLED": "true"}),
-                "sampled": (
-                    [str(VENV_BIN / "ledgerline")],
-                    {
-                        "OTEL_TRACES_EXPORTER": "otlp",
-                        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-                        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
-                        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-                        "OTEL_TRACES_SAMPLER_ARG": "0.1",
-                    },
-                ),
-                "untraced": (
-                    [sys.executable, "-m", "ledgerline"],
-                    {"PYTHONPATH": str(old / "src")},
-                ),
-            }
+            variants = service_variants(sink.endpoint, old / "src")
             targets: list[Target] = []
             email, password = "bench-tracing@example.com", "correct horse battery staple"
             user_id = ""
