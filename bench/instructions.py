@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -39,20 +38,18 @@ from pathlib import Path
 import httpx
 
 from bench.run import (
-    BENCH_DB,
     DEFAULT_ADMIN_URL,
     create_database,
     drop_database,
     free_port,
     machine_line,
     running,
-    service_env,
-    with_database,
 )
 from bench.tracing import (
     DEFAULT_UNTRACED_REF,
     OTLPSink,
     _login,
+    bench_environment,
     service_variants,
     untraced_checkout,
 )
@@ -164,9 +161,7 @@ def run(opts: argparse.Namespace) -> int:
         print(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="ledgerline-bench-instructions-"))
-    db_url = with_database(opts.admin_url, BENCH_DB)
-    env = service_env(db_url, secrets.token_urlsafe(48), workdir / "data")
-    env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
+    db_url, env = bench_environment(opts.admin_url, workdir)
     sink = OTLPSink()
     print(machine_line(f"untraced-ref={opts.untraced_ref}"))
     print(

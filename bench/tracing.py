@@ -222,14 +222,21 @@ def service_variants(
     }
 
 
+def bench_environment(admin_url: str, workdir: Path) -> tuple[str, dict[str, str]]:
+    """The bench database's URL, and the services' environment: a fresh JWT
+    secret, a data directory under ``workdir``, and none of this shell's
+    ``OTEL_*`` variables (each variant sets its own)."""
+    db_url = with_database(admin_url, BENCH_DB)
+    env = service_env(db_url, secrets.token_urlsafe(48), workdir / "data")
+    return db_url, {k: v for k, v in env.items() if not k.startswith("OTEL_")}
+
+
 def run(opts: Options, untraced_ref: str) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="ledgerline-bench-tracing-"))
-    db_url = with_database(opts.admin_url, BENCH_DB)
-    env = service_env(db_url, secrets.token_urlsafe(48), workdir / "data")
-    env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
+    db_url, env = bench_environment(opts.admin_url, workdir)
     sink = OTLPSink()
     print(machine_line(f"untraced-ref={untraced_ref}"))
     print(
