@@ -121,6 +121,7 @@ async def test_use_case_methods_run_in_spans_named_after_the_component() -> None
         ("INSERT INTO orders (id) VALUES ($1)", "INSERT orders"),
         ("UPDATE users SET is_admin = $2 WHERE id = $1", "UPDATE users"),
         ("BEGIN", "BEGIN"),
+        ("COPY import_users_staging", "COPY import_users_staging"),
         ("\n  WITH gone AS (DELETE FROM idempotency_keys) SELECT 1", "WITH idempotency_keys"),
     ],
 )

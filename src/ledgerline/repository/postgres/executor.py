@@ -24,14 +24,14 @@ from ledgerline.repository.postgres.errors import translate_errors
 Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 Queries = asyncpg.Connection | PoolConnectionProxy | PoolExecutor
 
-_TARGET = re.compile(r"\b(?:FROM|INTO|UPDATE)\s+([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
+_TARGET = re.compile(r"\b(?:FROM|INTO|UPDATE|COPY)\s+([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
 _span_names: dict[str, str] = {}
 
 
 def _span_name(query: str) -> str:
-    """``SELECT orders``, ``SELECT settle_order``, ``BEGIN``: the statement's
-    kind and the table or function it is about (low cardinality: the
-    queries are the repositories' constants)."""
+    """``SELECT orders``, ``SELECT settle_order``, ``COPY users``, ``BEGIN``:
+    the statement's kind and the table or function it is about (low
+    cardinality: the queries are the repositories' constants)."""
     name = _span_names.get(query)
     if name is None:
         words = query.split(None, 1)
@@ -59,65 +59,50 @@ class Database:
         """The same, over another connection (a unit of work's)."""
         return Database(connection, self.tracer)
 
-    async def _run(self, method: str, query: str, args: tuple[object, ...]) -> Any:
+    async def _run(self, method: str, statement: str, *args: object, **options: object) -> Any:
+        """The driver's ``method`` with ``args`` and ``options``, sending
+        ``statement`` (the SQL, or what stands for it in the span)."""
         run = getattr(self._db, method)
         if self.tracer is None or in_unsampled_trace():
             with translate_errors():
-                return await run(query, *args, timeout=remaining())
+                return await run(*args, timeout=remaining(), **options)
         with (
             span_of(
                 self.tracer,
-                _span_name(query),
+                _span_name(statement),
                 kind=SpanKind.CLIENT,
-                attributes={"db.system": "postgresql", "db.statement": query},
+                attributes={"db.system": "postgresql", "db.statement": statement},
             ),
             translate_errors(),
         ):
-            return await run(query, *args, timeout=remaining())
+            return await run(*args, timeout=remaining(), **options)
 
     async def execute(self, query: str, *args: object) -> str:
-        status: str = await self._run("execute", query, args)
+        status: str = await self._run("execute", query, query, *args)
         return status
 
     async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
-        rows: list[asyncpg.Record] = await self._run("fetch", query, args)
+        rows: list[asyncpg.Record] = await self._run("fetch", query, query, *args)
         return rows
 
     async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
-        row: asyncpg.Record | None = await self._run("fetchrow", query, args)
+        row: asyncpg.Record | None = await self._run("fetchrow", query, query, *args)
         return row
 
     async def fetchval(self, query: str, *args: object) -> Any:
-        return await self._run("fetchval", query, args)
+        return await self._run("fetchval", query, query, *args)
 
     async def copy_records_to_table(
         self, table: str, records: Iterable[Sequence[object]], columns: Sequence[str]
     ) -> str:
         """Binary COPY of ``records`` into ``table``, on a connection (a
         pool has no COPY that a unit of work could share)."""
-        db = self._db
-        if isinstance(db, PoolExecutor):
+        if isinstance(self._db, PoolExecutor):
             raise TypeError("COPY runs on a connection, not on the pool")
-
-        async def copy() -> str:
-            status: str = await db.copy_records_to_table(
-                table, records=records, columns=columns, timeout=remaining()
-            )
-            return status
-
-        if self.tracer is None or in_unsampled_trace():
-            with translate_errors():
-                return await copy()
-        with (
-            span_of(
-                self.tracer,
-                f"COPY {table}",
-                kind=SpanKind.CLIENT,
-                attributes={"db.system": "postgresql", "db.statement": f"COPY {table}"},
-            ),
-            translate_errors(),
-        ):
-            return await copy()
+        status: str = await self._run(
+            "copy_records_to_table", f"COPY {table}", table, records=records, columns=columns
+        )
+        return status
 
 
 def database(db: Executor | Database) -> Database:
