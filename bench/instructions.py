@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -74,20 +73,6 @@ async def _get_me(base: str, headers: dict[str, str], requests: int, connections
         await asyncio.gather(*(one_connection(requests // connections) for _ in range(connections)))
 
 
-def _wait_answering(proc: subprocess.Popen[bytes], base: str, headers: dict[str, str]) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base}/v1/users/me", headers=headers, timeout=10).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise RuntimeError(f"the server did not answer within {START_SECONDS}s")
-
-
 def _collected(files: Sequence[Path]) -> int:
     """The instructions of callgrind's first dump of each process."""
     total = 0
@@ -116,17 +101,17 @@ def count(
         "--instr-atstart=no",
         f"--callgrind-out-file={out}/{name}.%p",
     ]
-    with (out / f"{name}.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [*callgrind, *cmd],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
-    try:
-        _wait_answering(proc, base, headers)
+
+    def answering() -> bool:
+        try:
+            return httpx.get(f"{base}/v1/users/me", headers=headers, timeout=10).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    with (
+        (out / f"{name}.log").open("wb") as log,
+        running([*callgrind, *cmd], env, log, answering, START_SECONDS),
+    ):
         asyncio.run(_get_me(base, headers, opts.warmup, opts.connections))
         # callgrind_control reaches every process running under callgrind:
         # this bench runs one server at a time.
@@ -136,9 +121,6 @@ def count(
         took = time.monotonic() - started
         subprocess.run(["callgrind_control", "--dump"], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "--instr=off"], check=True, capture_output=True)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
     instructions = _collected(sorted(out.glob(f"{name}.*.1")))
     per_request: float = instructions / opts.requests
     print(

@@ -273,9 +273,12 @@ def running(
     env: dict[str, str],
     stderr: IO[bytes] | int,
     probe_url: str | Callable[[], bool],
+    start_seconds: float = 60.0,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Starts a server in its own process group and always stops it: SIGTERM
-    to the process, then SIGKILL to its group if it has not exited in 30s."""
+    """Starts a server in its own process group, waits up to
+    ``start_seconds`` for ``probe_url`` to answer, and always stops it:
+    SIGTERM to the process, then SIGKILL to its group if it has not exited
+    in 30s."""
     proc = subprocess.Popen(
         list(cmd),
         cwd=ROOT,
@@ -286,7 +289,7 @@ def running(
         start_new_session=True,
     )
     try:
-        wait_until_up(proc, probe_url)
+        wait_until_up(proc, probe_url, start_seconds)
         yield proc
     finally:
         if proc.poll() is None:
