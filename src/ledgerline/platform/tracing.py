@@ -25,10 +25,12 @@ import contextvars
 import inspect
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, TypeVar
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -36,6 +38,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
 
 from ledgerline.domain.events import OutboxEvent
 from ledgerline.domain.ports import EventPublisher, Lease, LockManager
@@ -191,7 +194,21 @@ def _resource(service_name: str) -> Resource:
     resource = Resource.create({SERVICE_NAME: service_name} if service_name else {})
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
-    return resource
+    return _HashedOnce(resource.attributes, resource.schema_url)
+
+
+class _HashedOnce(Resource):
+    """A Resource that computes its hash once. The OTLP encoder groups each
+    batch's spans by resource, hashing it once a span, and the SDK's hash is
+    a ``json.dumps`` of the attributes each time: a sixth of what encoding
+    a span costs. A resource does not change once made."""
+
+    def __init__(self, attributes: Mapping[str, AttributeValue], schema_url: str | None) -> None:
+        super().__init__(attributes, schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 # The trace context as it travels -----------------------------------------
@@ -258,29 +275,69 @@ def failed(span: trace.Span, exc: BaseException) -> None:
     span.set_attribute("error.type", getattr(exc, "code", None) or name)
 
 
-@contextlib.contextmanager
-def span_of(
-    tracer: Tracer,
-    name: str,
-    *,
-    kind: SpanKind = SpanKind.INTERNAL,
-    attributes: Mapping[str, str] | None = None,
-) -> Iterator[trace.Span]:
+class span_of:  # noqa: N801 - used as a function: ``with span_of(...) as span``
     """A current span around the block; an exception out of it marks the
     span failed by its type alone (``failed``), never recording its message
-    or traceback."""
-    with tracer.start_as_current_span(
-        name,
-        kind=kind,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as current:
+    or traceback. ``context``: the parent, when not the current span.
+
+    A plain context manager over ``start_span`` and a context token: the
+    SDK's ``start_as_current_span`` nests two generator context managers,
+    which cost about a quarter of what a sampled span costs to make (18
+    against 14 us a span on the bench host)."""
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_kind",
+        "_links",
+        "_name",
+        "_span",
+        "_token",
+        "_tracer",
+    )
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        name: str,
+        *,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        context: Context | None = None,
+        links: Sequence[Link] | None = None,
+    ) -> None:
+        self._tracer = tracer
+        self._name = name
+        self._kind = kind
+        self._attributes = attributes
+        self._context = context
+        self._links = links
+
+    def __enter__(self) -> trace.Span:
+        self._span = self._tracer.start_span(
+            self._name,
+            context=self._context,
+            kind=self._kind,
+            attributes=self._attributes,
+            links=self._links,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         try:
-            yield current
-        except Exception as exc:
-            failed(current, exc)
-            raise
+            if isinstance(exc, Exception):
+                failed(self._span, exc)
+        finally:
+            otel_context.detach(self._token)
+            self._span.end()
 
 
 def _in_span(
@@ -308,7 +365,7 @@ class TracedLockManager:
     async def try_acquire(self, key: str, ttl_seconds: float) -> Lease | None:
         if in_unsampled_trace():
             return await self._locks.try_acquire(key, ttl_seconds)
-        with self._tracer.start_as_current_span("lock acquire") as current:
+        with span_of(self._tracer, "lock acquire") as current:
             lease = await self._locks.try_acquire(key, ttl_seconds)
             current.set_attribute("ledgerline.lock.acquired", lease is not None)
         return None if lease is None else _TracedLease(lease, self._tracer)
@@ -326,7 +383,7 @@ class _TracedLease:
     async def release(self) -> bool:
         if in_unsampled_trace():
             return await self._lease.release()
-        with self._tracer.start_as_current_span("lock release") as current:
+        with span_of(self._tracer, "lock release") as current:
             released = await self._lease.release()
             current.set_attribute("ledgerline.lock.released", released)
             return released
@@ -347,7 +404,8 @@ class TracedPublisher:
         links = None
         if origin is not None:
             links = [Link(trace.get_current_span(origin).get_span_context())]
-        with self._tracer.start_as_current_span(
+        with span_of(
+            self._tracer,
             "outbox publish",
             context=origin,
             kind=SpanKind.PRODUCER,
