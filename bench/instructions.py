@@ -9,6 +9,10 @@ the same server agree within about 1 %).
 
     .venv/bin/python -m bench.instructions            # about 10 minutes
     .venv/bin/python -m bench.instructions --variants disabled,untraced
+    .venv/bin/python -m bench.instructions --variants disabled,off,on,sampled
+
+The counts are split between the processes' main threads (the event loops
+that answer) and their other threads (the span exporter's batches).
 
 Needs valgrind (Debian's `valgrind`: callgrind and callgrind_control).
 Each server runs `--workers 2` (the baseline too) under callgrind with
@@ -54,7 +58,11 @@ from bench.tracing import (
 )
 from ledgerline.platform.database import migrate
 
-VARIANTS = ("disabled", "untraced", "baseline", "sampled")
+VARIANTS = ("disabled", "untraced", "baseline", "sampled", "off", "on")
+DEFAULT_VARIANTS = VARIANTS[:4]
+# The sampled service with every trace dropped or every trace kept: what an
+# unsampled and a sampled request cost apart (10 % sampling is their mix).
+SAMPLERS = {"off": "always_off", "on": "always_on"}
 START_SECONDS = 600  # a server's start under valgrind
 
 
@@ -73,15 +81,20 @@ async def _get_me(base: str, headers: dict[str, str], requests: int, connections
         await asyncio.gather(*(one_connection(requests // connections) for _ in range(connections)))
 
 
-def _collected(files: Sequence[Path]) -> int:
-    """The instructions of callgrind's first dump of each process."""
-    total = 0
+def _collected(files: Sequence[Path]) -> tuple[int, int]:
+    """The instructions of callgrind's first dump of each process: in its
+    main threads (the event loops), and in its other threads (the span
+    exporter's, the default executor's)."""
+    main = others = 0
     for path in files:
         for line in path.read_text().splitlines():
             if line.startswith(("summary:", "totals:")):
-                total += int(line.split()[1])
+                if path.name.endswith("-01"):
+                    main += int(line.split()[1])
+                else:
+                    others += int(line.split()[1])
                 break
-    return total
+    return main, others
 
 
 def count(
@@ -99,6 +112,7 @@ def count(
         "--tool=callgrind",
         "--trace-children=yes",
         "--instr-atstart=no",
+        "--separate-threads=yes",
         f"--callgrind-out-file={out}/{name}.%p",
     ]
 
@@ -121,11 +135,12 @@ def count(
         took = time.monotonic() - started
         subprocess.run(["callgrind_control", "--dump"], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "--instr=off"], check=True, capture_output=True)
-    instructions = _collected(sorted(out.glob(f"{name}.*.1")))
-    per_request: float = instructions / opts.requests
+    main, others = _collected(sorted(out.glob(f"{name}.*.1-*")))
+    per_request: float = (main + others) / opts.requests
     print(
         f"  {name:<9} {per_request:>12,.0f} instructions per request "
-        f"({instructions:,} over {opts.requests}; "
+        f"(main threads {main / opts.requests:,.0f}, others {others / opts.requests:,.0f}; "
+        f"{main + others:,} over {opts.requests}; "
         f"{opts.requests / took:.0f} req/s under callgrind)",
         flush=True,
     )
@@ -158,6 +173,9 @@ def run(opts: argparse.Namespace) -> int:
         with ExitStack() as stack:
             old = stack.enter_context(untraced_checkout(opts.untraced_ref))
             variants = service_variants(sink.endpoint, old / "src")
+            command, sampled = variants["sampled"]
+            for variant, sampler in SAMPLERS.items():
+                variants[variant] = (command, {**sampled, "OTEL_TRACES_SAMPLER": sampler})
             # The user and its token, from the service run once without callgrind.
             port = free_port()
             base = f"http://127.0.0.1:{port}"
@@ -188,7 +206,14 @@ def run(opts: argparse.Namespace) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
     print("summary (instructions per request, ratios of the counts)")
-    for a, b in (("disabled", "untraced"), ("disabled", "baseline"), ("sampled", "disabled")):
+    pairs = (
+        ("disabled", "untraced"),
+        ("disabled", "baseline"),
+        ("sampled", "disabled"),
+        ("off", "disabled"),
+        ("on", "disabled"),
+    )
+    for a, b in pairs:
         if a in counts and b in counts:
             print(f"  {a}/{b}: {counts[a] / counts[b]:.3f}")
     return 0
@@ -201,7 +226,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=400, help="requests before counting")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"of {', '.join(VARIANTS)} (off, on: the sampled service at always_off, always_on)",
+    )
     parser.add_argument("--untraced-ref", default=DEFAULT_UNTRACED_REF)
     return parser.parse_args(argv)
 
