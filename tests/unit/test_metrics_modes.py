@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,72 @@ def test_each_run_gets_a_fresh_directory_inside_the_one_given(tmp_path: Path) ->
         assert list(one.path.iterdir()) == []
         assert one.environment == {MULTIPROCESS_ENV: str(one.path)}
     assert list(parent.iterdir()) == []
+
+
+def _aged(path: Path, seconds: float) -> Path:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+    return path
+
+
+def test_directories_nobody_holds_are_removed_by_the_next_run(tmp_path: Path) -> None:
+    """A run killed before it could remove its directory (SIGKILL, the OOM
+    killer) leaves it; the next run in the same place removes it, and only
+    what matches: a live run's directory, one made a moment ago (not locked
+    yet), and anything else there stay."""
+    left = tmp_path / "ledgerline-metrics-left"
+    left.mkdir()
+    (left / "counter_123.db").write_bytes(b"\0" * 16)
+    _aged(left, 120)
+    just_made = tmp_path / "ledgerline-metrics-just-made"
+    just_made.mkdir()
+    other = tmp_path / "not-ours"
+    other.mkdir()
+    _aged(other, 120)
+    with MetricsDirectory.create(str(tmp_path)) as live:
+        assert live.removed_stale == [left]
+        assert not left.exists()
+        assert just_made.exists()
+        assert other.exists()
+        _aged(live.path, 120)
+        with MetricsDirectory.create(str(tmp_path), stale_after=60) as second:
+            assert second.removed_stale == []
+            assert live.path.exists(), "a live run's directory is never taken"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ledgerline-metrics-just-made",
+        "not-ours",
+    ]
+
+
+def test_a_killed_supervisors_directory_goes_with_the_next_run(tmp_path: Path) -> None:
+    """The real case: a process made its directory, holds it, and is killed
+    with SIGKILL (nothing of its own runs after that)."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from ledgerline.platform.metrics_files import MetricsDirectory\n"
+            f"d = MetricsDirectory.create({str(tmp_path)!r})\n"
+            "print(d.path, flush=True)\n"
+            "time.sleep(120)\n",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        made = Path(holder.stdout.readline().strip())
+        with MetricsDirectory.create(str(tmp_path), stale_after=0) as while_alive:
+            assert while_alive.removed_stale == []
+            assert made.exists(), "held while its process lives"
+    finally:
+        holder.kill()
+        holder.wait(30)
+    with MetricsDirectory.create(str(tmp_path), stale_after=0) as after:
+        assert after.removed_stale == [made]
+    assert list(tmp_path.iterdir()) == []
 
 
 def _run(directory: MetricsDirectory, *args: str) -> str:

@@ -78,9 +78,10 @@ def serve(settings: Settings, processes: int, *, metrics_parent: str | None = No
                 return 0 if run_serving_process(*args) == 0 else 1
             budget = settings.shutdown_drain_seconds + settings.shutdown_timeout_seconds
             with MetricsDirectory.create(metrics_parent) as metrics_dir:
-                get_logger("ledgerline.serve").info(
-                    "serving processes share their metrics", directory=str(metrics_dir.path)
-                )
+                log = get_logger("ledgerline.serve")
+                for stale in metrics_dir.removed_stale:
+                    log.info("removed the metrics of a run that was killed", directory=str(stale))
+                log.info("serving processes share their metrics", directory=str(metrics_dir.path))
                 supervisor = Supervisor(
                     serving_process_main,
                     (*args, str(metrics_dir.path)),
