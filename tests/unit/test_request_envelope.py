@@ -85,7 +85,7 @@ async def _fails(scope: Scope, receive: Receive, send: Send) -> None:
 async def test_the_server_span_ends_and_stops_being_current_however_the_request_ends(
     app: ASGIApp, cancel: bool, status: int
 ) -> None:
-    """The envelope makes its span current by hand: it must end it, mark a
+    """The envelope makes its span current itself (span_of): it must end it, mark a
     5xx failed, and leave the context as it found it, also when the app
     raises or the request is cancelled."""
     exporter = InMemorySpanExporter()

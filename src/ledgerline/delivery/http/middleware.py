@@ -10,9 +10,8 @@ import re
 import time
 
 import structlog
-from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledgerline.delivery.error_table import INTERNAL_MESSAGE
@@ -21,7 +20,7 @@ from ledgerline.delivery.request_id import REQUEST_ID_PATTERN, new_request_id
 from ledgerline.platform.deadline import within
 from ledgerline.platform.logging import AccessLog, Logger
 from ledgerline.platform.metrics import HTTPMetrics
-from ledgerline.platform.tracing import context_from
+from ledgerline.platform.tracing import context_from, span_of
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(REQUEST_ID_PATTERN.encode())  # raw header bytes
@@ -58,14 +57,11 @@ class RequestEnvelope:
             return
         # The span the envelope opens itself: the generic ASGI
         # instrumentation cost 60-110 us a request, sampled or not, against
-        # 15-35 here (docs/decisions.md, Tracing). Made current by hand:
-        # start_as_current_span's two generator context managers cost more
-        # than the rest of an unsampled request's span (about 2.5 of 7 us).
-        span = self._tracer.start_span(
-            scope["method"], context=_incoming_context(scope), kind=SpanKind.SERVER
-        )
-        token = otel_context.attach(set_span_in_context(span))
-        try:
+        # 15-35 here (docs/decisions.md, Tracing). span_of makes it current
+        # without start_as_current_span's generator context managers.
+        with span_of(
+            self._tracer, scope["method"], context=_incoming_context(scope), kind=SpanKind.SERVER
+        ) as span:
             recording = span if span.is_recording() else None
             if recording is not None:
                 recording.set_attributes(
@@ -76,9 +72,6 @@ class RequestEnvelope:
                     }
                 )
             await self._envelope(scope, receive, send, recording)
-        finally:
-            otel_context.detach(token)
-            span.end()
 
     async def _envelope(
         self, scope: Scope, receive: Receive, send: Send, span: Span | None
