@@ -53,6 +53,7 @@ from bench.tracing import (
     OTLPSink,
     _login,
     bench_environment,
+    server_command,
     service_variants,
     untraced_checkout,
 )
@@ -179,9 +180,7 @@ def run(opts: argparse.Namespace) -> int:
             # The user and its token, from the service run once without callgrind.
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            command, extra = variants["disabled"]
-            first = [*command, "serve", "--workers", "1", "--port", str(port)]
-            first_env = {**env, **extra, "LEDGERLINE_GRPC_PORT": str(free_port())}
+            first, first_env = server_command("disabled", variants, env, 1, port)
             with running(first, first_env, subprocess.DEVNULL, f"{base}/healthz"):
                 token, user_id = _login(
                     base, "bench-instructions@example.com", "correct horse battery staple"
@@ -189,16 +188,10 @@ def run(opts: argparse.Namespace) -> int:
             for name in names:
                 port = free_port()
                 base = f"http://127.0.0.1:{port}"
-                serve = ["--workers", str(opts.workers), "--port", str(port)]
-                if name == "baseline":
-                    cmd = [sys.executable, "-m", "bench.baseline_app", *serve]
-                    server_env = {**env, "BENCH_DATABASE_URL": db_url, "BENCH_USER_ID": user_id}
-                    headers: dict[str, str] = {}
-                else:
-                    command, extra = variants[name]
-                    cmd = [*command, "serve", *serve]
-                    server_env = {**env, **extra, "LEDGERLINE_GRPC_PORT": str(free_port())}
-                    headers = {"Authorization": f"Bearer {token}"}
+                cmd, server_env = server_command(
+                    name, variants, env, opts.workers, port, (db_url, user_id)
+                )
+                headers = {} if name == "baseline" else {"Authorization": f"Bearer {token}"}
                 counts[name] = count(name, cmd, server_env, base, headers, opts, workdir)
     finally:
         sink.close()

@@ -222,6 +222,27 @@ def service_variants(
     }
 
 
+def server_command(
+    name: str,
+    variants: dict[str, tuple[list[str], dict[str, str]]],
+    env: dict[str, str],
+    workers: int,
+    port: int,
+    baseline_for: tuple[str, str] = ("", ""),
+) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of one compared server on ``port``: a
+    ``ledgerline serve`` variant (with a gRPC port of its own), or the
+    ``baseline``, which serves the user ``baseline_for`` names (database
+    URL, user id)."""
+    serve = ["--workers", str(workers), "--port", str(port)]
+    if name == "baseline":
+        db_url, user_id = baseline_for
+        baseline_env = {**env, "BENCH_DATABASE_URL": db_url, "BENCH_USER_ID": user_id}
+        return [sys.executable, "-m", "bench.baseline_app", *serve], baseline_env
+    command, extra = variants[name]
+    return [*command, "serve", *serve], {**env, **extra, "LEDGERLINE_GRPC_PORT": str(free_port())}
+
+
 def bench_environment(admin_url: str, workdir: Path) -> tuple[str, dict[str, str]]:
     """The bench database's URL, and the services' environment: a fresh JWT
     secret, a data directory under ``workdir``, and none of this shell's
@@ -255,11 +276,10 @@ def run(opts: Options, untraced_ref: str) -> int:
             targets: list[Target] = []
             email, password = "bench-tracing@example.com", "correct horse battery staple"
             user_id = ""
-            for name, (command, extra) in variants.items():
+            for name in variants:
                 port = free_port()
                 base = f"http://127.0.0.1:{port}"
-                cmd = [*command, "serve", "--workers", str(opts.workers), "--port", str(port)]
-                variant_env = {**env, **extra, "LEDGERLINE_GRPC_PORT": str(free_port())}
+                cmd, variant_env = server_command(name, variants, env, opts.workers, port)
                 proc = stack.enter_context(
                     running(cmd, variant_env, subprocess.DEVNULL, f"{base}/healthz")
                 )
@@ -268,11 +288,12 @@ def run(opts: Options, untraced_ref: str) -> int:
                 targets.append(Target(name, base, headers, proc.pid))
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            baseline_env = {**env, "BENCH_DATABASE_URL": db_url, "BENCH_USER_ID": user_id}
-            cmd = [sys.executable, "-m", "bench.baseline_app", "--workers", str(opts.workers)]
+            cmd, baseline_env = server_command(
+                "baseline", variants, env, opts.workers, port, (db_url, user_id)
+            )
             proc = stack.enter_context(
                 running(
-                    [*cmd, "--port", str(port)],
+                    cmd,
                     baseline_env,
                     subprocess.DEVNULL,
                     f"{base}/v1/users/me",
